@@ -25,7 +25,7 @@ const (
 	minMemberSize       = 2  // id len(addr)
 	minFileSize         = 6  // len(name) size crc32c(4)
 	minChangeSize       = 3  // type replica len(addr)
-	minMessageSize      = 14 // 12 scalar fields + count(entries) + hasSnapshot
+	minMessageSize      = 13 // type + 7 varints + reject + rejectHint + len(context) + count(entries) + hasSnapshot
 	maxEncodedSliceSize = 1 << 31
 )
 
