@@ -1,0 +1,307 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// copier runs the transfer part of one Receive: it plans every file
+// (hard-linked, resumed from a verified prefix, or fetched from zero), then
+// pipelines the chunks into the store's receiving transaction and commits.
+type copier struct {
+	r      *Receiver
+	tx     *ReceiveTx
+	meta   raftpb.SnapshotMeta
+	src    FileSource
+	reader ReaderID
+	st     *transferState
+	wd     *watchdog
+}
+
+// fileJob is one file still to fetch, from start to its end.
+type fileJob struct {
+	name  string
+	size  int64
+	crc   uint32 // the meta's CRC32C of the whole file
+	start int64  // Invariant: a multiple of the chunk size, or 0
+	// prefixCRC is the CRC32C of [0, start), verified against the sender.
+	prefixCRC uint32
+}
+
+func (c *copier) run(ctx context.Context) error {
+	c.st.total.Store(int64(metaSize(&c.meta)))
+	c.st.setPhase(PhaseVerifying)
+	jobs, err := c.plan(ctx)
+	if err != nil {
+		return err
+	}
+	var need uint64
+	for _, j := range jobs {
+		need += uint64(j.size - j.start)
+	}
+	if err := checkFreeSpace(c.tx.s.fs, c.tx.Dir(), need); err != nil {
+		return err
+	}
+	c.st.setPhase(PhaseCopying)
+	if err := c.pipeline(ctx, jobs); err != nil {
+		return err
+	}
+	c.st.setPhase(PhaseCommitting)
+	if err := c.tx.Commit(); err != nil {
+		if errors.Is(err, ErrChecksum) {
+			return fmt.Errorf("%w: %w", ErrFileChecksum, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// plan decides, file by file in meta order, what must still be fetched.
+// Linked files (the store found them in the latest snapshot) and verified
+// complete files need nothing; a partial file resumes after its longest
+// verified chunk-aligned prefix.
+func (c *copier) plan(ctx context.Context) ([]fileJob, error) {
+	var jobs []fileJob
+	for _, f := range c.tx.Files() {
+		job := fileJob{name: f.Name, size: int64(f.Size), crc: f.CRC32C}
+		switch {
+		case f.Linked:
+			c.st.linked.Add(job.size)
+			continue
+		case f.Size == 0:
+			// Nothing to fetch, but the file must exist to be published.
+			w, err := c.tx.OpenFile(f.Name, 0)
+			if err != nil {
+				return nil, err
+			}
+			if err := w.Close(); err != nil {
+				return nil, err
+			}
+			continue
+		case f.Present > 0:
+			n, crc, err := c.verifiedPrefix(ctx, f)
+			if err != nil {
+				return nil, err
+			}
+			c.st.resumed.Add(n)
+			if n == job.size {
+				continue
+			}
+			job.start, job.prefixCRC = n, crc
+		}
+		jobs = append(jobs, job)
+	}
+	return jobs, nil
+}
+
+// verifiedPrefix returns the length and CRC32C of the longest prefix of f
+// held locally that matches the sender: the whole file if its CRC matches
+// the meta; else the present bytes rounded down to a chunk boundary (a torn
+// last write is dropped), halved until the local CRC equals the sender's
+// Checksum of the same range. Garbage after a crash is usually only at the
+// tail, so the first try normally succeeds.
+func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, uint32, error) {
+	size, present := int64(f.Size), int64(f.Present)
+	chunk := int64(c.r.cfg.ChunkSize)
+	if present == size {
+		crc, err := c.tx.PrefixCRC(f.Name, f.Size)
+		if err != nil {
+			return 0, 0, err
+		}
+		if crc == f.CRC32C {
+			return size, crc, nil
+		}
+		present = size - 1
+	}
+	for n := present / chunk * chunk; n > 0; n = n / 2 / chunk * chunk {
+		local, err := c.tx.PrefixCRC(f.Name, uint64(n))
+		if err != nil {
+			return 0, 0, err
+		}
+		remote, err := c.src.Checksum(ctx, c.reader, f.Name, n)
+		if err != nil {
+			return 0, 0, wrapSourceErr(err)
+		}
+		c.wd.kick()
+		if local == remote {
+			return n, local, nil
+		}
+	}
+	return 0, 0, nil
+}
+
+// chunkSlot is one of the InFlight buffers: the only memory a transfer
+// holds for data, reused chunk after chunk.
+type chunkSlot struct {
+	wire, raw []byte
+}
+
+// chunkTask is one GetFile: the dispatcher creates it, a fetcher fills it,
+// the writer consumes it in creation order.
+type chunkTask struct {
+	job    *fileJob
+	off, n int64
+	slot   *chunkSlot
+	data   []byte // decoded bytes [off, off+n); aliases slot
+	err    error
+	done   chan struct{} // closed when data or err is set
+}
+
+// pipeline fetches every chunk of jobs with InFlight requests outstanding
+// and writes them in order. Memory: InFlight slots, whatever the sizes.
+func (c *copier) pipeline(ctx context.Context, jobs []fileJob) error {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inflight := c.r.cfg.InFlight
+	free := make(chan *chunkSlot, inflight)
+	for range inflight {
+		free <- &chunkSlot{}
+	}
+	// Both queues hold at most one task per slot, so sends never block.
+	order := make(chan *chunkTask, inflight)
+	work := make(chan *chunkTask, inflight)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.dispatch(pctx, jobs, free, order, work) })
+	for range inflight {
+		wg.Go(func() {
+			for t := range work {
+				c.fetch(pctx, t)
+				close(t.done)
+			}
+		})
+	}
+	err := c.write(pctx, order, free)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// dispatch creates the tasks in order, each once a slot is free.
+func (c *copier) dispatch(ctx context.Context, jobs []fileJob, free <-chan *chunkSlot, order, work chan<- *chunkTask) {
+	defer close(order)
+	defer close(work)
+	chunk := int64(c.r.cfg.ChunkSize)
+	for i := range jobs {
+		j := &jobs[i]
+		for off := j.start; off < j.size; off += chunk {
+			var s *chunkSlot
+			select {
+			case s = <-free:
+			case <-ctx.Done():
+				return
+			}
+			t := &chunkTask{job: j, off: off, n: min(chunk, j.size-off), slot: s, done: make(chan struct{})}
+			order <- t
+			work <- t
+		}
+	}
+}
+
+// fetch waits for the node-wide receive budget, asks the source for the
+// chunk and decodes it, checking that it is exactly the bytes asked for.
+func (c *copier) fetch(ctx context.Context, t *chunkTask) {
+	if err := c.r.cfg.Throttle.WaitRecv(ctx, int(t.n)); err != nil {
+		t.err = err
+		return
+	}
+	wire, err := c.src.GetFile(ctx, c.reader, t.job.name, t.off, t.n, t.slot.wire)
+	if err != nil {
+		t.err = fmt.Errorf("get %s [%d, %d): %w", t.job.name, t.off, t.off+t.n, wrapSourceErr(err))
+		return
+	}
+	if cap(wire) > cap(t.slot.wire) {
+		t.slot.wire = wire[:0]
+	}
+	data, err := c.r.codec.decode(c.meta.Compression, t.slot.raw, wire, int(t.n))
+	if err != nil {
+		t.err = fmt.Errorf("%s [%d, %d): %w", t.job.name, t.off, t.off+t.n, err)
+		return
+	}
+	if c.meta.Compression != raftpb.NoCompression && cap(data) > cap(t.slot.raw) {
+		t.slot.raw = data[:0]
+	}
+	t.data = data
+}
+
+// write consumes the tasks in order: the receiving files are always
+// contiguous prefixes, and a failure leaves every chunk before it written.
+func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<- *chunkSlot) error {
+	var (
+		cur      *ReceiveFile
+		job      *fileJob
+		crc      uint32
+		unsynced int64
+	)
+	defer func() {
+		if cur != nil {
+			_ = cur.Close() // keeps (and syncs) what was written, for a resume
+		}
+	}()
+	for t := range order {
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if t.err != nil {
+			return t.err
+		}
+		if t.job != job {
+			if err := c.finishFile(cur, job, crc); err != nil {
+				cur = nil
+				return err
+			}
+			job, crc, cur = t.job, t.job.prefixCRC, nil
+			w, err := c.tx.OpenFile(job.name, uint64(job.start))
+			if err != nil {
+				return err
+			}
+			cur = w
+		}
+		if cur.Offset() != uint64(t.off) {
+			return fmt.Errorf("snapshot: chunk of %s at %d, file at %d (copier bug)", job.name, t.off, cur.Offset())
+		}
+		crc = crc32c(crc, t.data)
+		if _, err := cur.Write(t.data); err != nil {
+			return err
+		}
+		c.st.moved.Add(t.n)
+		c.wd.kick()
+		if unsynced += t.n; unsynced >= c.r.cfg.SyncBytes {
+			if err := cur.Sync(); err != nil {
+				return err
+			}
+			unsynced = 0
+		}
+		free <- t.slot
+	}
+	if err := ctx.Err(); err != nil {
+		return err // the dispatcher stopped early
+	}
+	err := c.finishFile(cur, job, crc)
+	cur = nil
+	return err
+}
+
+// finishFile closes (and syncs) a completely written file and checks its
+// CRC32C against the meta. A mismatch removes the file, so that the next
+// attempt fetches it from zero, and fails with ErrFileChecksum.
+func (c *copier) finishFile(w *ReceiveFile, job *fileJob, crc uint32) error {
+	if w == nil {
+		return nil
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if crc == job.crc {
+		return nil
+	}
+	if z, err := c.tx.OpenFile(job.name, 0); err == nil {
+		_ = z.Close()
+	}
+	return fmt.Errorf("%w: %s: crc %08x, meta says %08x", ErrFileChecksum, job.name, crc, job.crc)
+}
