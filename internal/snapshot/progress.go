@@ -138,10 +138,10 @@ type transferState struct {
 	index   uint64
 	started time.Time
 
-	phase                        atomic.Uint32
+	phase                         atomic.Uint32
 	total, moved, resumed, linked atomic.Int64
-	mu                           sync.Mutex
-	err                          error
+	mu                            sync.Mutex
+	err                           error
 }
 
 func (s *transferState) setPhase(p Phase) { s.phase.Store(uint32(p)) }
