@@ -1,0 +1,173 @@
+package raft
+
+import (
+	"github.com/skiffdb/skiff/internal/raft/tracker"
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// SoftState is volatile state worth reporting: who leads and our role.
+type SoftState struct {
+	Lead raftpb.ReplicaID
+	Role Role
+}
+
+func (r *Replica) softState() SoftState { return SoftState{Lead: r.lead, Role: r.role} }
+
+// Ready is the work the core hands to its driver. Slices are owned by the
+// driver after Ready returns; entry Data may alias proposals.
+type Ready struct {
+	// SoftState is set when the leader or our role changed.
+	SoftState *SoftState
+	// HardState is set (non-zero) when it changed and must be persisted.
+	HardState raftpb.HardState
+	// Entries must be persisted (appending, overwriting any suffix at the
+	// first entry's index) before MessagesAfterPersist are sent.
+	Entries []raftpb.Entry
+	// Snapshot, if set, is an installed snapshot: the driver discards the
+	// whole log, records the snapshot as the log's base, and restores the
+	// state machine from it before applying CommittedEntries.
+	Snapshot *raftpb.SnapshotMeta
+	// CommittedEntries are to be applied, in order, once Entries are
+	// durable. They may include entries of this Ready's Entries.
+	CommittedEntries []raftpb.Entry
+	// Messages may be sent at once, before or while persisting (thesis
+	// §10.2.1: the leader writes its log in parallel with replicating).
+	Messages []raftpb.Message
+	// MessagesAfterPersist may only be sent after HardState, Entries and
+	// Snapshot are durable: they promise durable state (votes, appends).
+	MessagesAfterPersist []raftpb.Message
+	// ReadStates answer ReadIndex requests.
+	ReadStates []ReadState
+	// Fetch asks the driver to fetch a snapshot from the leader.
+	Fetch *SnapshotFetch
+	// MustSync: HardState's term or vote or Entries changed, so the write
+	// must be fsynced before MessagesAfterPersist go out.
+	MustSync bool
+
+	// selfMsgs are stepped in Advance, once durable (our own vote).
+	selfMsgs []raftpb.Message
+}
+
+// HasReady reports whether Ready would return any work.
+func (r *Replica) HasReady() bool {
+	return r.pendingBcast || len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 ||
+		len(r.selfMsgs) > 0 || len(r.readStates) > 0 || r.fetch != nil ||
+		len(r.log.unstable.entries) > 0 || r.log.unstable.snapshot != nil ||
+		r.log.hasNextCommittedEnts() || r.hardState() != r.prevHardState ||
+		r.softState() != r.prevSoftState
+}
+
+// Ready collects the work accumulated since the last Advance. Every Ready
+// must be followed by Advance before the next Ready.
+func (r *Replica) Ready() Ready {
+	if r.readyOut {
+		panic("raft: Ready called twice without Advance")
+	}
+	r.readyOut = true
+	r.flushAppends()
+	rd := Ready{
+		Entries:              r.log.unstable.entries,
+		Snapshot:             r.log.unstable.snapshot,
+		CommittedEntries:     r.log.nextCommittedEnts(),
+		Messages:             r.msgs,
+		MessagesAfterPersist: r.msgsAfterPersist,
+		ReadStates:           r.readStates,
+		Fetch:                r.fetch,
+		selfMsgs:             r.selfMsgs,
+	}
+	r.msgs, r.msgsAfterPersist, r.selfMsgs, r.readStates, r.fetch = nil, nil, nil, nil, nil
+	if hs := r.hardState(); hs != r.prevHardState {
+		rd.HardState = hs
+		rd.MustSync = hs.Term != r.prevHardState.Term || hs.Vote != r.prevHardState.Vote
+		r.prevHardState = hs
+	}
+	if ss := r.softState(); ss != r.prevSoftState {
+		rd.SoftState = &ss
+		r.prevSoftState = ss
+	}
+	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
+	return rd
+}
+
+// Advance acknowledges that rd was handled: its HardState, Entries and
+// Snapshot are durable, and its CommittedEntries were handed to the state
+// machine.
+func (r *Replica) Advance(rd Ready) {
+	r.readyOut = false
+	if rd.Snapshot != nil {
+		r.log.stableSnapTo(rd.Snapshot.Index)
+	}
+	if n := len(rd.Entries); n > 0 {
+		last := rd.Entries[n-1]
+		r.log.stableTo(last.Index, last.Term)
+		if r.role == Leader {
+			// The leader counts its own entries only once durable, so a
+			// crash cannot lose an entry the quorum was counted with.
+			if pr := r.trk.Progress(r.id); pr != nil && pr.MaybeUpdate(min(last.Index, r.log.unstable.offset-1)) {
+				r.maybeCommit()
+			}
+		}
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		for i := range rd.CommittedEntries {
+			if rd.CommittedEntries[i].Type == raftpb.EntryConfigChange {
+				r.applyConfChange(&rd.CommittedEntries[i])
+			}
+		}
+		r.log.appliedTo(rd.CommittedEntries[n-1].Index)
+	}
+	for _, m := range rd.selfMsgs {
+		_ = r.Step(m)
+	}
+	r.maybeAutoLeave()
+}
+
+// Status is a snapshot of a replica's state, for monitoring and tests.
+type Status struct {
+	ID             raftpb.ReplicaID
+	Group          raftpb.GroupID
+	HardState      raftpb.HardState
+	SoftState      SoftState
+	Applied        uint64
+	FirstIndex     uint64
+	LastIndex      uint64
+	LeadTransferee raftpb.ReplicaID
+	Membership     raftpb.Membership
+	// Installing is the index of the snapshot being fetched, 0 if none.
+	Installing uint64
+	// Progress is set on the leader only.
+	Progress map[raftpb.ReplicaID]tracker.Progress
+}
+
+// Status returns the current status.
+func (r *Replica) Status() Status {
+	s := Status{
+		ID:             r.id,
+		Group:          r.group,
+		HardState:      r.hardState(),
+		SoftState:      r.softState(),
+		Applied:        r.log.applied,
+		FirstIndex:     r.log.firstIndex(),
+		LastIndex:      r.log.lastIndex(),
+		LeadTransferee: r.leadTransferee,
+		Membership:     r.membership.Clone(),
+	}
+	if r.installing != nil {
+		s.Installing = r.installing.Index
+	}
+	if r.role == Leader {
+		s.Progress = map[raftpb.ReplicaID]tracker.Progress{}
+		r.trk.Visit(func(id raftpb.ReplicaID, pr *tracker.Progress) {
+			c := *pr
+			c.Inflights = pr.Inflights.Clone()
+			s.Progress[id] = c
+		})
+	}
+	return s
+}
+
+// ID returns the replica's ID.
+func (r *Replica) ID() raftpb.ReplicaID { return r.id }
+
+// Membership returns the membership in effect.
+func (r *Replica) Membership() raftpb.Membership { return r.membership.Clone() }
