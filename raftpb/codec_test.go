@@ -448,13 +448,13 @@ func TestRejectTrailingBytes(t *testing.T) {
 // w builds encodings field by field for the hand-made rejection cases.
 type w []byte
 
-func (b w) u(v uint64) w     { return binary.AppendUvarint(b, v) }
-func (b w) c(v byte) w       { return append(b, v) }
-func (b w) s(s string) w     { return append(b.u(uint64(len(s))), s...) }
-func (b w) raw(p ...byte) w  { return append(b, p...) }
-func (b w) zeros(n int) w    { return append(b, make([]byte, n)...) }
-func version() w             { return w{CodecVersion} }
-func (b w) membership0() w   { return b.zeros(6) } // ccIndex, 3 member counts, removed, autoLeave
+func (b w) u(v uint64) w    { return binary.AppendUvarint(b, v) }
+func (b w) c(v byte) w      { return append(b, v) }
+func (b w) s(s string) w    { return append(b.u(uint64(len(s))), s...) }
+func (b w) raw(p ...byte) w { return append(b, p...) }
+func (b w) zeros(n int) w   { return append(b, make([]byte, n)...) }
+func version() w            { return w{CodecVersion} }
+func (b w) membership0() w  { return b.zeros(6) } // ccIndex, 3 member counts, removed, autoLeave
 func (b w) msgHeader(t byte) w {
 	// type group from to term logTerm index commit reject rejectHint context
 	return b.c(t).zeros(7).c(0).u(0).u(0)
@@ -531,7 +531,7 @@ func TestRejectMalformed(t *testing.T) {
 		b      []byte
 	}{
 		{"entry", entry, version().zeros(2).c(byte(numEntryTypes) - 1).u(0)},
-		{"confchange", cc, version().c(byte(numTransitions)-1).u(1).c(byte(numConfChangeTypes)-1).u(1).s("").u(0)},
+		{"confchange", cc, version().c(byte(numTransitions) - 1).u(1).c(byte(numConfChangeTypes) - 1).u(1).s("").u(0)},
 		{"message", msg, version().msgHeader(byte(numMessageTypes) - 1).u(0).c(0)},
 		{"message with snapshot", msg, version().msgHeader(0).u(0).c(1).zeros(4).membership0().zeros(5)},
 		{"snapshot", meta, metaPrefix.c(byte(numCompressions) - 1).u(1).s("data").u(1).zeros(4)},
