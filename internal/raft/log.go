@@ -250,7 +250,7 @@ func (l *raftLog) slice(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 		from := max(lo, l.unstable.offset)
 		un := l.unstable.entries[from-l.unstable.offset : hi-l.unstable.offset]
 		if len(ents) == 0 {
-			return limitSize(un, maxSize), nil
+			return capped(limitSize(un, maxSize)), nil
 		}
 		// Combine, respecting maxSize.
 		size := raftpb.EntriesSize(ents)

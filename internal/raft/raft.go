@@ -183,6 +183,13 @@ func (r *Replica) restoreMembership(snapIndex, applied uint64) error {
 	if applied == 0 {
 		applied = snapIndex
 	}
+	if applied > r.log.committed && applied <= r.log.lastIndex() {
+		// The commit index is persisted lazily (a commit-only HardState
+		// change need not be synced), so a durable state machine may be
+		// ahead of it. It only ever applies committed entries, so its
+		// applied index is a commit index too.
+		r.log.commitTo(applied)
+	}
 	if applied < snapIndex || applied > r.log.committed {
 		return fmt.Errorf("raft: applied index %d outside [%d, %d]", applied, snapIndex, r.log.committed)
 	}

@@ -66,7 +66,7 @@ func (r *Replica) Ready() Ready {
 	r.readyOut = true
 	r.flushAppends()
 	rd := Ready{
-		Entries:              r.log.unstable.entries,
+		Entries:              capped(r.log.unstable.entries),
 		Snapshot:             r.log.unstable.snapshot,
 		CommittedEntries:     r.log.nextCommittedEnts(),
 		Messages:             r.msgs,
@@ -171,3 +171,7 @@ func (r *Replica) ID() raftpb.ReplicaID { return r.id }
 
 // Membership returns the membership in effect.
 func (r *Replica) Membership() raftpb.Membership { return r.membership.Clone() }
+
+// capped returns s with its capacity cut to its length, so that a caller
+// appending to it can never write into the core's backing array.
+func capped[T any](s []T) []T { return s[:len(s):len(s)] }
