@@ -323,3 +323,5 @@ func (f *enospcFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return f.File.WriteAt(p, off)
 }
+
+var compName = map[raftpb.Compression]string{raftpb.NoCompression: "none", raftpb.Snappy: "snappy", raftpb.Zstd: "zstd"}

@@ -17,7 +17,7 @@ import (
 // snapshot, for each stream compression.
 func TestTransferRoundTrip(t *testing.T) {
 	for _, comp := range []raftpb.Compression{raftpb.NoCompression, raftpb.Snappy, raftpb.Zstd} {
-		t.Run(fmt.Sprint(comp), func(t *testing.T) {
+		t.Run(compName[comp], func(t *testing.T) {
 			p := newPair(t, multiFile(1, 1<<20), comp)
 			req := p.register(t)
 			src := &countingSource{FileSource: p.sender}

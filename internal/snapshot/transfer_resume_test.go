@@ -1,0 +1,164 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// resumeSize is the multi-file snapshot the resume tests move: big enough
+// for 130 chunks, small enough to keep the tests fast.
+const resumeSize = 8 << 20
+
+// The connection breaks at 30 %, 60 % and 90 % of the transfer; each retry
+// resumes, so the bytes moved in total stay within 1.15 × the snapshot size
+// (REQUIREMENTS §4).
+func TestTransferResumeAfterCuts(t *testing.T) {
+	for _, comp := range []raftpb.Compression{raftpb.NoCompression, raftpb.Zstd} {
+		t.Run(compName[comp], func(t *testing.T) {
+			p := newPair(t, multiFile(20, resumeSize), comp)
+			req := p.register(t)
+			size := filesSize(p.files)
+			counter := &countingSource{FileSource: p.sender}
+			var moved atomic.Int64
+			r := newTestReceiver(t, ReceiverConfig{InFlight: 4})
+			full := fullWire(t, p) // budgets are in wire bytes
+			for _, cut := range []float64{0.3, 0.6, 0.9} {
+				src := &cutSource{FileSource: counter, budget: int64(cut * float64(full)), moved: &moved}
+				_, err := r.Receive(context.Background(), p.follower, req, src)
+				if !errors.Is(err, errConnReset) || !IsRetryable(err) {
+					t.Fatalf("cut at %.0f%%: err = %v, want a retryable broken connection", cut*100, err)
+				}
+				t.Logf("cut at %.0f%%: receiver holds %d of %d bytes", cut*100, held(t, p.follower), size)
+			}
+			if _, err := r.Receive(context.Background(), p.follower, req, counter); err != nil {
+				t.Fatal(err)
+			}
+			checkPublished(t, p.followerFS, p.follower, 100, p.files)
+			reportMoved(t, counter, full)
+		})
+	}
+}
+
+// held returns the bytes the store's receiving directory holds.
+func held(t testing.TB, st *Store) int64 {
+	t.Helper()
+	m, err := receivingMeta(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.Receive(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	return int64(tx.BytesPresent())
+}
+
+// receivingMeta reads the meta of the store's receiving directory.
+func receivingMeta(st *Store) (raftpb.SnapshotMeta, error) {
+	st.mu.Lock()
+	enc := st.receivingMeta
+	st.mu.Unlock()
+	if enc == nil {
+		return raftpb.SnapshotMeta{}, errors.New("no receiving directory")
+	}
+	return DecodeMeta(enc)
+}
+
+// reportMoved fails if more than 1.15 × full wire bytes crossed the source.
+func reportMoved(t testing.TB, c *countingSource, full int64) {
+	t.Helper()
+	wire := c.wire.Load()
+	ratio := float64(wire) / float64(full)
+	t.Logf("moved %d wire bytes, a full transfer is %d: %.3f×", wire, full, ratio)
+	if ratio > 1.15 {
+		t.Fatalf("moved %.3f× the snapshot", ratio)
+	}
+}
+
+// fullWire returns the wire bytes of a clean transfer of p's snapshot: its
+// size, or what a clean compressed transfer moves.
+func fullWire(t testing.TB, p *pair) int64 {
+	t.Helper()
+	if p.meta.Compression == raftpb.NoCompression {
+		return filesSize(p.files)
+	}
+	q := newPair(t, p.files, p.meta.Compression)
+	c := &countingSource{FileSource: q.sender}
+	r := newTestReceiver(t, ReceiverConfig{})
+	if _, err := r.Receive(context.Background(), q.follower, q.register(t), c); err != nil {
+		t.Fatal(err)
+	}
+	return c.wire.Load()
+}
+
+// The receiver crashes at 50 % of the transfer (power loss: unsynced data
+// dropped, or partly kept) and restarts: the transfer resumes from what
+// survived, verified, and publishes an identical snapshot.
+func TestTransferResumeAfterReceiverRestart(t *testing.T) {
+	for _, unsynced := range []int{0, 50, 100} {
+		t.Run(map[int]string{0: "unsynced=0%", 50: "unsynced=50%", 100: "unsynced=100%"}[unsynced], func(t *testing.T) {
+			p := newPair(t, multiFile(21, resumeSize), raftpb.NoCompression)
+			req := p.register(t)
+			size := filesSize(p.files)
+			counter := &countingSource{FileSource: p.sender}
+			var moved atomic.Int64
+			cfg := ReceiverConfig{InFlight: 4, SyncBytes: 256 << 10}
+			r := newTestReceiver(t, cfg)
+			_, err := r.Receive(context.Background(), p.follower, req, &cutSource{FileSource: counter, budget: size / 2, moved: &moved})
+			if !IsRetryable(err) {
+				t.Fatalf("cut: %v", err)
+			}
+			crashed := p.followerFS.(*vfs.MemFS).CrashClone(vfs.CrashCloneCfg{
+				UnsyncedDataPercent: unsynced, RNG: rand.New(rand.NewPCG(uint64(unsynced), 1))})
+			st := openStore(t, crashed, "follower")
+			r2 := newTestReceiver(t, cfg)
+			if _, err := r2.Receive(context.Background(), st, req, counter); err != nil {
+				t.Fatal(err)
+			}
+			checkPublished(t, crashed, st, 100, p.files)
+			reportMoved(t, counter, size)
+		})
+	}
+}
+
+// A transfer in which no chunk arrives for the chunk timeout fails with
+// ErrProgressTimeout; a slow but moving transfer never does, however long
+// it takes in total (the fake clock of synctest makes both instant).
+func TestTransferChunkTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, multiFile(22, 256<<10), raftpb.NoCompression)
+		req := p.register(t)
+		stuck := newGate(p.sender, "index", 32<<10)
+		r := newTestReceiver(t, ReceiverConfig{ChunkSize: 16 << 10, ChunkTimeout: 5 * time.Second})
+		start := time.Now()
+		_, err := r.Receive(context.Background(), p.follower, req, stuck)
+		if !errors.Is(err, ErrProgressTimeout) || !IsRetryable(err) {
+			t.Fatalf("err = %v, want retryable ErrProgressTimeout", err)
+		}
+		if el := time.Since(start); el != 5*time.Second {
+			t.Fatalf("timed out after %v (fake clock), want 5s", el)
+		}
+
+		// 1 MiB at 64 KiB/s takes 16 s, three times the chunk timeout.
+		th := NewThrottle(Limits{RecvBytesPerSec: 64 << 10})
+		q := newPair(t, multiFile(23, 1<<20), raftpb.NoCompression)
+		slow := newTestReceiver(t, ReceiverConfig{ChunkSize: 16 << 10, ChunkTimeout: 5 * time.Second, Throttle: th})
+		start = time.Now()
+		if _, err := slow.Receive(context.Background(), q.follower, q.register(t), q.sender); err != nil {
+			t.Fatalf("slow transfer: %v", err)
+		}
+		if el := time.Since(start); el < 14*time.Second {
+			t.Fatalf("1 MiB at 64 KiB/s took %v", el)
+		}
+	})
+}
