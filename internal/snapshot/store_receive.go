@@ -236,7 +236,8 @@ func (t *ReceiveTx) PrefixCRC(name string, n uint64) (uint32, error) {
 // exceed Present: the copier verifies [0, offset) (PrefixCRC against the
 // sender's checksum) and appends the rest in order. Bytes at and after
 // offset are overwritten. offset 0 starts the file afresh in a new inode,
-// so a hard-linked file is never written through.
+// so a hard-linked file is never written through; a complete file can only
+// be rewritten from 0.
 func (t *ReceiveTx) OpenFile(name string, offset uint64) (*ReceiveFile, error) {
 	if t.done {
 		return nil, ErrClosed
@@ -253,8 +254,11 @@ func (t *ReceiveTx) OpenFile(name string, offset uint64) (*ReceiveFile, error) {
 	if offset > st.Present {
 		return nil, fmt.Errorf("%w: offset %d of %s, %d present", ErrInvalid, offset, name, st.Present)
 	}
-	if offset > 0 && st.Linked {
-		return nil, fmt.Errorf("%w: %s is hard-linked; rewrite it from offset 0", ErrInvalid, name)
+	if offset > 0 && st.Complete() {
+		// A complete file may be a hard link to a published snapshot's
+		// (from this or an earlier attempt): never write through it. Only
+		// complete files are ever linked, so partial ones are safe.
+		return nil, fmt.Errorf("%w: %s is complete; rewrite it from offset 0", ErrInvalid, name)
 	}
 	rf := &ReceiveFile{t: t, i: i, off: offset}
 	if offset == 0 {
@@ -267,6 +271,7 @@ func (t *ReceiveTx) OpenFile(name string, offset uint64) (*ReceiveFile, error) {
 		if rf.f, err = fs.Create(p, vfs.WriteCategoryUnspecified); err != nil {
 			return nil, fmt.Errorf("snapshot: create %s: %w", name, err)
 		}
+		rf.created = true
 	} else {
 		if rf.crc, err = t.PrefixCRC(name, offset); err != nil {
 			return nil, err
@@ -290,6 +295,13 @@ type ReceiveFile struct {
 	crc    uint32
 	err    error
 	closed bool
+	// scratch holds a copy of what is written: a vfs.File may modify what
+	// it is given, and Write must not modify p.
+	scratch []byte
+	// created: the file is new; its directory entry becomes durable with
+	// the first sync (else a crash could keep the bytes' blocks but lose
+	// the name, and a resume would start the file over).
+	created bool
 }
 
 // Offset returns the offset the next Write goes to.
@@ -308,8 +320,9 @@ func (rf *ReceiveFile) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %d bytes at offset %d of %s exceed its %d bytes",
 			ErrInvalid, len(p), rf.off, st.Name, st.Size)
 	}
-	crc := crc32c(rf.crc, p) // before the write: a vfs.File may modify p
-	n, err := rf.f.WriteAt(p, int64(rf.off))
+	crc := crc32c(rf.crc, p)
+	rf.scratch = append(rf.scratch[:0], p...)
+	n, err := rf.f.WriteAt(rf.scratch, int64(rf.off))
 	if err != nil || n != len(p) {
 		// The bytes at and after rf.off are not known; a resume goes by
 		// PrefixCRC and the sender's checksum.
@@ -325,14 +338,30 @@ func (rf *ReceiveFile) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Sync makes the bytes written so far durable.
+// Sync makes the bytes written so far durable: a resume after a crash
+// finds at least them.
 func (rf *ReceiveFile) Sync() error {
 	if rf.closed {
 		return ErrClosed
 	}
-	if err := rf.f.Sync(); err != nil {
-		rf.err = fmt.Errorf("snapshot: sync %s: %w", rf.t.files[rf.i].Name, err)
+	return rf.sync()
+}
+
+func (rf *ReceiveFile) sync() error {
+	if rf.err != nil {
 		return rf.err
+	}
+	name := rf.t.files[rf.i].Name
+	if err := rf.f.Sync(); err != nil {
+		rf.err = fmt.Errorf("snapshot: sync %s: %w", name, err)
+		return rf.err
+	}
+	if rf.created {
+		if err := syncDir(rf.t.s.fs, rf.t.Dir()); err != nil {
+			rf.err = fmt.Errorf("snapshot: sync %s: %w", name, err)
+			return rf.err
+		}
+		rf.created = false
 	}
 	return nil
 }
@@ -345,12 +374,7 @@ func (rf *ReceiveFile) Close() error {
 	rf.closed = true
 	t := rf.t
 	delete(t.open, t.files[rf.i].Name)
-	err := rf.err
-	if err == nil {
-		if err = rf.f.Sync(); err != nil {
-			err = fmt.Errorf("snapshot: sync %s: %w", t.files[rf.i].Name, err)
-		}
-	}
+	err := rf.sync()
 	if cerr := rf.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("snapshot: close %s: %w", t.files[rf.i].Name, cerr)
 	}
@@ -372,7 +396,9 @@ func (rf *ReceiveFile) Close() error {
 // parent. A file whose checksum does not match is removed so that the next
 // attempt fetches it again, and Commit fails with ErrChecksum, keeping the
 // directory for that attempt. ErrStale if a snapshot at least as new was
-// published meanwhile (the directory is then removed).
+// published meanwhile (the directory is then removed). After another
+// error the transaction stays open: fetch what is missing and Commit
+// again, or Close to resume later.
 func (t *ReceiveTx) Commit() error {
 	if t.done {
 		return ErrClosed

@@ -1,9 +1,9 @@
 package snapshot
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/raftpb"
@@ -114,7 +114,6 @@ func (w *Writer) CreateFile(name string) (*FileWriter, error) {
 		return nil, w.fail(fmt.Errorf("snapshot: create %s: %w", name, err))
 	}
 	fw := &FileWriter{w: w, name: name, f: f}
-	fw.bw = bufio.NewWriterSize(fileWriterSink{fw}, writeBufferSize)
 	w.open = append(w.open, fw)
 	return fw, nil
 }
@@ -244,19 +243,17 @@ func (w *Writer) Abort() error {
 // FileWriter streams one file of a snapshot being saved, computing its
 // size and CRC32C as it goes.
 type FileWriter struct {
-	w      *Writer
-	name   string
-	f      vfs.File
-	bw     *bufio.Writer
+	w    *Writer
+	name string
+	f    vfs.File
+	// buf collects writes into large sequential ones. NB: a vfs.File may
+	// modify what it is given (pebble's MemFS does under invariants), so
+	// the file only ever sees buf, never the caller's slice.
+	buf    []byte
 	size   uint64
 	crc    uint32
 	closed bool
 }
-
-// fileWriterSink is what the buffer flushes into.
-type fileWriterSink struct{ fw *FileWriter }
-
-func (s fileWriterSink) Write(p []byte) (int, error) { return s.fw.f.Write(p) }
 
 // Write appends p to the file.
 func (fw *FileWriter) Write(p []byte) (int, error) {
@@ -266,14 +263,33 @@ func (fw *FileWriter) Write(p []byte) (int, error) {
 	if err := fw.w.check(); err != nil {
 		return 0, err
 	}
-	// NB: a vfs.File may modify p while writing it: checksum first.
 	fw.crc = crc32c(fw.crc, p)
-	n, err := fw.bw.Write(p)
-	fw.size += uint64(n)
-	if err != nil {
-		return n, fw.w.fail(fmt.Errorf("snapshot: write %s: %w", fw.name, err))
+	fw.size += uint64(len(p))
+	if fw.buf == nil {
+		fw.buf = make([]byte, 0, writeBufferSize)
 	}
-	return n, nil
+	for rest := p; len(rest) > 0; {
+		if len(fw.buf) == cap(fw.buf) {
+			if err := fw.flush(); err != nil {
+				return 0, err
+			}
+		}
+		k := copy(fw.buf[len(fw.buf):cap(fw.buf)], rest)
+		fw.buf = fw.buf[:len(fw.buf)+k]
+		rest = rest[k:]
+	}
+	return len(p), nil
+}
+
+func (fw *FileWriter) flush() error {
+	if len(fw.buf) == 0 {
+		return nil
+	}
+	if _, err := fw.f.Write(fw.buf); err != nil {
+		return fw.w.fail(fmt.Errorf("snapshot: write %s: %w", fw.name, err))
+	}
+	fw.buf = fw.buf[:0]
+	return nil
 }
 
 // Close flushes and syncs the file and adds it to the meta.
@@ -292,7 +308,8 @@ func (fw *FileWriter) Close() error {
 	if w.data == fw {
 		w.data = nil
 	}
-	err := fw.bw.Flush()
+	err := fw.flush()
+	fw.buf = nil
 	if err == nil {
 		err = fw.f.Sync()
 	}
@@ -306,13 +323,14 @@ func (fw *FileWriter) Close() error {
 	return nil
 }
 
-// writeFileSync creates path with contents b and syncs it.
+// writeFileSync creates path with contents b and syncs it. b is not
+// modified.
 func writeFileSync(fs vfs.FS, path string, b []byte) error {
 	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.Write(slices.Clone(b)); err != nil {
 		f.Close()
 		return err
 	}
