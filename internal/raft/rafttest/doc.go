@@ -22,7 +22,7 @@
 // Script vocabulary (ids are replica IDs; see Env.Handle for details):
 //
 //	add-nodes n [voters=(1,2,3)] [learners=(4)] [index=1] [prevote=true]
-//	          [checkquorum=true] [lease=true] [election=10] [heartbeat=1]
+//	          [checkquorum=true] [lease=true] [election=6] [heartbeat=2]
 //	          [max-inflight=n] [max-inflight-bytes=n] [max-msg-bytes=n]
 //	          [snapshot-timeout=n] [forwarding=false]
 //	campaign id | tick-election id | tick-heartbeat id | tick id [n=1]

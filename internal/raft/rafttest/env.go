@@ -78,7 +78,7 @@ type NodeOptions struct {
 	// Index is the initial snapshot's index (default 1).
 	Index uint64
 	// Config is the template for each replica's config; ID and Seed are
-	// set per replica. Zero ElectionTicks/HeartbeatTicks mean 10 and 1.
+	// set per replica. Zero ElectionTicks/HeartbeatTicks mean 6 and 2.
 	Config raft.Config
 }
 
@@ -89,10 +89,10 @@ func (env *Env) AddNodes(n int, opts NodeOptions) error {
 		cfg := opts.Config
 		cfg.ID, cfg.Group, cfg.Seed = id, Group, uint64(id)
 		if cfg.ElectionTicks == 0 {
-			cfg.ElectionTicks = 10
+			cfg.ElectionTicks = 6
 		}
 		if cfg.HeartbeatTicks == 0 {
-			cfg.HeartbeatTicks = 1
+			cfg.HeartbeatTicks = 2
 		}
 		ml := raft.NewMemoryLog()
 		if len(opts.Voters) > 0 {
