@@ -100,7 +100,8 @@ func (c *copier) plan(ctx context.Context) ([]fileJob, error) {
 
 // verifiedPrefix returns the length and CRC32C of the longest prefix of f
 // held locally that matches the sender: the whole file if its CRC matches
-// the meta; else the present bytes rounded down to a chunk boundary (a torn
+// the meta (else nothing); else the present bytes rounded down to a chunk
+// boundary (a torn
 // last write is dropped), halved until the local CRC equals the sender's
 // Checksum of the same range. Garbage after a crash is usually only at the
 // tail, so the first try normally succeeds.
@@ -115,7 +116,9 @@ func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, uint32
 		if crc == f.CRC32C {
 			return size, crc, nil
 		}
-		present = size - 1
+		// NB: a complete file may be a hard link into a published snapshot,
+		// so the store refuses writes into it: fetch it again from zero.
+		return 0, 0, nil
 	}
 	for n := present / chunk * chunk; n > 0; n = n / 2 / chunk * chunk {
 		local, err := c.tx.PrefixCRC(f.Name, uint64(n))
