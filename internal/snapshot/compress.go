@@ -84,7 +84,10 @@ func (c *chunkCodec) decode(comp raftpb.Compression, dst, src []byte, want int) 
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrChunkCorrupt, err)
 		}
-		if n != want {
+		if n > want {
+			return nil, fmt.Errorf("%w: snappy block decodes to %d bytes, %d were asked for", ErrChunkPastEnd, n, want)
+		}
+		if n < want {
 			return nil, fmt.Errorf("%w: snappy block decodes to %d bytes, want %d", ErrChunkCorrupt, n, want)
 		}
 		if cap(dst) < n {
