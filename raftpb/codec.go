@@ -175,8 +175,6 @@ func (mb *MessageBatch) Marshal() []byte { return mb.AppendTo(nil) }
 type Decoder struct {
 	b   []byte
 	err error
-	// what names the value being decoded, for error messages.
-	what string
 }
 
 // NewDecoder returns a Decoder over b.
