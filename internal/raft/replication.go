@@ -58,7 +58,11 @@ func (r *Replica) maybeSendAppend(to raftpb.ReplicaID, sendIfEmpty bool) bool {
 	prevTerm, errTerm := r.log.term(prevIndex)
 	var ents []raftpb.Entry
 	var errEnts error
-	if last := r.log.lastIndex(); pr.Next <= last {
+	// NB: a heartbeat response unpauses a replica whose Inflights is full
+	// (all of them may have been lost); it then gets an empty MsgReplicate,
+	// whose answer frees Inflights, and no entries that would overflow it.
+	full := pr.State == tracker.StateReplicate && pr.Inflights.Full()
+	if last := r.log.lastIndex(); pr.Next <= last && !full {
 		ents, errEnts = r.log.slice(pr.Next, last+1, r.cfg.MaxMsgBytes)
 	}
 	if errTerm != nil || errEnts != nil {
