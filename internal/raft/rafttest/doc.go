@@ -14,6 +14,10 @@
 // delivers, drops or duplicates them; a partition drops messages between
 // groups of replicas at delivery.
 //
+// Each replica reads its log through a wrapper that prints every
+// LogReader.Snapshot call and its result ("1: LogReader.Snapshot(5): ..."),
+// so scripts show when a leader asks for a snapshot and how often it retries.
+//
 // After every Ready the Env checks two safety properties and prints a line
 // starting with "INVARIANT VIOLATED" if one fails: at most one leader per
 // term (election safety) and no two replicas applying different entries at
@@ -27,8 +31,8 @@
 //	          [snapshot-timeout=n] [forwarding=false]
 //	campaign id | tick-election id | tick-heartbeat id | tick id [n=1]
 //	propose id data | propose-conf-change id v4 l5 r2 [transition=auto|implicit|explicit]
-//	process-ready id... | deliver-msgs [id...] [drop=(ids)] [type=Msg...]
-//	duplicate-msgs [id...] [type=Msg...] | stabilize [id...]
+//	process-ready id... | deliver-msgs [id...] [drop=(ids)] [type=Msg...] [n=N]
+//	duplicate-msgs [id...] [type=Msg...] [n=N] | stabilize [id...]
 //	status id | raft-log id | compact id index | snapshot-unavailable id n
 //	install-snapshot id | install-failed id | report-unreachable id target
 //	partition (1) (2 3) | heal | transfer-leadership from to

@@ -111,7 +111,7 @@ func (env *Env) AddNodes(n int, opts NodeOptions) error {
 			}
 			ml.SetHardState(raftpb.HardState{Term: 1, Commit: index})
 		}
-		r, err := raft.New(cfg, ml)
+		r, err := raft.New(cfg, tracingLog{MemoryLog: ml, env: env, id: id})
 		if err != nil {
 			return err
 		}
@@ -127,7 +127,7 @@ func (env *Env) AddNodes(n int, opts NodeOptions) error {
 // from the snapshot and the committed log.
 func (env *Env) Restart(id raftpb.ReplicaID) error {
 	n := env.Node(id)
-	r, err := raft.New(n.Config, n.Log)
+	r, err := raft.New(n.Config, tracingLog{MemoryLog: n.Log, env: env, id: id})
 	if err != nil {
 		return err
 	}
@@ -216,10 +216,11 @@ func (env *Env) Partition(sides [][]raftpb.ReplicaID) {
 }
 
 // MsgFilter selects queued messages: to one of To (all if empty) and of
-// type Type (all if nil).
+// type Type (all if nil); at most Limit of them (all if 0), oldest first.
 type MsgFilter struct {
-	To   []raftpb.ReplicaID
-	Type *raftpb.MessageType
+	To    []raftpb.ReplicaID
+	Type  *raftpb.MessageType
+	Limit int
 }
 
 func (f MsgFilter) match(m raftpb.Message) bool {
@@ -230,7 +231,7 @@ func (f MsgFilter) match(m raftpb.Message) bool {
 func (env *Env) take(f MsgFilter) []raftpb.Message {
 	var out, keep []raftpb.Message
 	for _, m := range env.Messages {
-		if f.match(m) {
+		if f.match(m) && (f.Limit == 0 || len(out) < f.Limit) {
 			out = append(out, m)
 		} else {
 			keep = append(keep, m)
@@ -274,7 +275,7 @@ func (env *Env) DropMsgs(f MsgFilter) int {
 func (env *Env) DuplicateMsgs(f MsgFilter) int {
 	var dups []raftpb.Message
 	for _, m := range env.Messages {
-		if f.match(m) {
+		if f.match(m) && (f.Limit == 0 || len(dups) < f.Limit) {
 			dups = append(dups, m)
 		}
 	}
@@ -444,4 +445,23 @@ func (env *Env) RaftLog(id raftpb.ReplicaID) (string, error) {
 
 func sortedIDs[V any](m map[raftpb.ReplicaID]V) []raftpb.ReplicaID {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// tracingLog is the LogReader a replica reads its MemoryLog through. It
+// prints every snapshot request, so scripts show when the leader asks for a
+// snapshot and how often it retries one that is being generated.
+type tracingLog struct {
+	*raft.MemoryLog
+	env *Env
+	id  raftpb.ReplicaID
+}
+
+func (l tracingLog) Snapshot(requestIndex uint64) (raftpb.SnapshotMeta, error) {
+	meta, err := l.MemoryLog.Snapshot(requestIndex)
+	if err != nil {
+		l.env.printf("%d: LogReader.Snapshot(%d): %v\n", l.id, requestIndex, err)
+	} else {
+		l.env.printf("%d: LogReader.Snapshot(%d): %s\n", l.id, requestIndex, DescribeSnapshot(meta))
+	}
+	return meta, err
 }

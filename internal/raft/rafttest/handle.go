@@ -252,6 +252,7 @@ func (env *Env) msgFilter(t testing.TB, d *datadriven.TestData) MsgFilter {
 			f.To = append(f.To, raftpb.ReplicaID(env.uintArg(t, d, i)))
 		}
 	}
+	d.MaybeScanArgs(t, "n", &f.Limit)
 	if arg, ok := d.Arg("type"); ok {
 		name := arg.SingleVal(t)
 		for mt := range raftpb.NumMessageTypes {
