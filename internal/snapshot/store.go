@@ -446,10 +446,20 @@ func (s *Store) publishLocked(tmp string, m raftpb.SnapshotMeta) ([]string, erro
 // and returned for removal. A referenced one is removed at its last Unref.
 // The newest snapshot is never removed.
 func (s *Store) gcLocked() []string {
-	if s.failed != nil || len(s.snaps) <= s.retained {
+	if s.failed != nil {
 		return nil
 	}
 	var doomed []string
+	// A kept .receiving directory that a newer snapshot made useless.
+	if s.receiving != "" && s.rx == nil {
+		if index, _, _, _ := parseDirName(s.receiving); index <= s.latestIndexLocked() {
+			doomed = append(doomed, s.receiving)
+			s.receiving, s.receivingMeta = "", nil
+		}
+	}
+	if len(s.snaps) <= s.retained {
+		return doomed
+	}
 	keep := s.snaps[:0:0]
 	cut := len(s.snaps) - s.retained
 	for i, e := range s.snaps {
@@ -465,8 +475,9 @@ func (s *Store) gcLocked() []string {
 		}
 		doomed = append(doomed, to)
 	}
+	renamed := len(keep) < len(s.snaps)
 	s.snaps = keep
-	if len(doomed) > 0 {
+	if renamed {
 		// Make the renames durable before removing anything, so that a
 		// crash never leaves a published name over a half-removed directory.
 		if err := s.syncDir(s.dir); err != nil {
