@@ -27,8 +27,8 @@ import (
 //  2. Strings are copied: a string of L bytes costs its own L input bytes plus
 //     a length prefix and allocates L rounded up to a size class. The worst
 //     rounding of small noscan objects is a 9-byte string alone in a 16-byte
-//     tiny block (16 bytes for 10 input bytes); larger size classes waste
-//     at most 1/8 plus the class step. We allow 2 bytes per input byte.
+//     tiny block (16 bytes for 10 input bytes, ×1.6); longer strings are
+//     rounded like the slices above (≤ ×1.25). We allow 2 bytes per input byte.
 //  3. Fixed costs: a *SnapshotMeta for a message's snapshot (192 bytes,
 //     allocated before its fields are checked), the Decoder escaping into
 //     the closure of unmarshal, and on failure the error value and its
