@@ -160,6 +160,11 @@ func (r *Replica) handleLeaderReplicateResp(m *raftpb.Message) error {
 		if pr.Match+1 >= r.log.firstIndex() {
 			pr.BecomeProbe()
 			pr.BecomeReplicate()
+		} else if pr.Match >= pr.PendingSnapshot {
+			// The snapshot is installed but we compacted past it while it
+			// was in flight: probe, which offers a newer snapshot now
+			// rather than after SnapshotTimeoutTicks of silence.
+			pr.BecomeProbe()
 		}
 	case tracker.StateReplicate:
 		pr.Inflights.FreeLE(m.Index)
