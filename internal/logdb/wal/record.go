@@ -310,3 +310,18 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// Truncate drops the chunks added since b had size bytes and count chunks
+// (undoing a caller's partial encoding).
+func (b *Batch) Truncate(size, count int) {
+	b.Buf = b.Buf[:size]
+	b.count = count
+	b.open = -1
+}
+
+// ChunkPayload returns the payload of the chunk whose header starts p (as
+// built by a Batch).
+func ChunkPayload(p []byte) []byte {
+	n := int(binary.LittleEndian.Uint32(p[4:]))
+	return p[ChunkHeaderSize : ChunkHeaderSize+n]
+}

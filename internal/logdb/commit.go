@@ -1,0 +1,186 @@
+package logdb
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/skiffdb/skiff/internal/logdb/wal"
+)
+
+// batch is one group-commit unit: the record being filled by callers, then
+// written and synced by one leader.
+type batch struct {
+	wb      wal.Batch
+	groups  []*group // marked busy by this batch
+	entries int
+	waiters int
+	done    bool
+	err     error
+	// cond (on DB.mu) wakes this batch's callers: when it is done, or when
+	// one of them should lead.
+	cond sync.Cond
+}
+
+func newBatch() *batch {
+	b := &batch{}
+	b.wb.Reset()
+	return b
+}
+
+func (b *batch) mark(g *group) {
+	g.busy = true
+	b.groups = append(b.groups, g)
+}
+
+func (b *batch) reset() {
+	b.wb.Reset()
+	clear(b.groups)
+	b.groups = b.groups[:0]
+	b.entries, b.waiters, b.done, b.err = 0, 0, false, nil
+}
+
+// submit encodes an operation into the filling batch and waits until that
+// batch is durable. Whoever finds no write in flight leads: it takes the
+// filling batch, writes it, fsyncs, applies it and wakes its callers;
+// callers arriving meanwhile fill the next batch (group commit).
+func (db *DB) submit(encode func(*batch) error) error {
+	db.mu.Lock()
+	if db.mu.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	if db.mu.failed != nil {
+		err := db.mu.failed
+		db.mu.Unlock()
+		return err
+	}
+	b := db.mu.cur
+	size, count, ng := len(b.wb.Buf), b.wb.Count(), len(b.groups)
+	if err := encode(b); err != nil {
+		// Undo this caller's chunks; the batch is as before.
+		b.wb.Truncate(size, count)
+		for _, g := range b.groups[ng:] {
+			g.busy = false
+		}
+		b.groups = b.groups[:ng]
+		db.mu.Unlock()
+		return err
+	}
+	if b.wb.Count() == count {
+		db.mu.Unlock()
+		return nil // nothing to write
+	}
+	b.waiters++
+	for !b.done {
+		if !db.mu.writing {
+			db.lead(b)
+			continue
+		}
+		b.cond.Wait()
+	}
+	err := b.err
+	b.waiters--
+	if b.waiters == 0 && db.mu.spare == nil {
+		b.reset()
+		db.mu.spare = b
+	}
+	db.mu.Unlock()
+	return err
+}
+
+// lead writes the filling batch (which holds the caller's op). Called and
+// returns with db.mu held.
+func (db *DB) lead(b *batch) {
+	if b != db.mu.cur {
+		panic("logdb: leader's batch is not the filling batch")
+	}
+	db.mu.writing = true
+	next := db.mu.spare
+	if next == nil {
+		next = newBatch()
+	}
+	db.mu.spare = nil
+	next.cond.L = &db.mu
+	db.mu.cur = next
+	db.mu.Unlock()
+
+	err := db.write(b)
+
+	db.mu.Lock()
+	for _, g := range b.groups {
+		g.busy = false
+	}
+	b.done, b.err = true, err
+	b.cond.Broadcast()
+	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
+		db.mu.failed = err
+	}
+	if db.mu.failed == nil && !db.mu.closed {
+		db.mu.Unlock()
+		db.maybeGC()
+		db.mu.Lock()
+	}
+	db.mu.writing = false
+	db.mu.idle.Broadcast()
+	if db.mu.cur.waiters > 0 {
+		db.mu.cur.cond.Signal() // one of them leads the next batch
+	}
+}
+
+// write makes b durable and applies it. Runs without db.mu, as the only
+// writer.
+func (db *DB) write(b *batch) error {
+	pos, err := db.wal.Write(&b.wb)
+	if err != nil {
+		return db.walErr(err)
+	}
+	if err := db.wal.Sync(); err != nil {
+		return db.walErr(err)
+	}
+	db.stats.batches.Add(1)
+	db.stats.entries.Add(uint64(b.entries))
+	db.stats.bytes.Add(uint64(b.wb.Size()))
+	return db.applyRecord(b.wb.Buf, pos)
+}
+
+// applyRecord applies every chunk of an encoded record written at pos.
+func (db *DB) applyRecord(rec []byte, pos wal.Pos) error {
+	a := applier{db: db, live: true}
+	for off := wal.HeaderSize; off < len(rec); {
+		p := wal.ChunkPayload(rec[off:])
+		o, err := decodeOp(p)
+		if err != nil {
+			panic(fmt.Sprintf("logdb: undecodable chunk we encoded: %v", err))
+		}
+		if err := a.apply(&o, wal.Pos{Segment: pos.Segment, Offset: pos.Offset + int64(off)}); err != nil {
+			return err
+		}
+		off += wal.ChunkHeaderSize + len(p)
+	}
+	db.evict()
+	db.stats.cacheBytes.Store(db.cacheBytes)
+	return nil
+}
+
+func (db *DB) walErr(err error) error {
+	if errors.Is(err, wal.ErrFailed) {
+		db.log.Error("logdb: fsync failed; no more writes will be accepted", "err", err)
+		return fmt.Errorf("%w: %w", ErrStorageFailed, err)
+	}
+	return err
+}
+
+// evict drops the oldest appended cached entries until the cache fits.
+func (db *DB) evict() {
+	for db.cacheBytes > db.opts.CacheBytes {
+		it, ok := db.evictQ.pop()
+		if !ok {
+			return
+		}
+		g := it.g
+		g.mu.Lock()
+		db.cacheBytes -= g.cache.compactTo(it.upto + 1)
+		g.mu.Unlock()
+	}
+}
