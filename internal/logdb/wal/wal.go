@@ -62,8 +62,8 @@ type WAL struct {
 
 	// Writer state, owned by the goroutine calling Write/Sync.
 	active *segment
-	off    int64  // next write offset in active
-	seq    uint64 // Seq of the next record
+	off    int64                 // next write offset in active
+	seq    uint64                // Seq of the next record
 	failed atomic.Pointer[error] // set once, by the first fsync failure
 
 	mu struct {
