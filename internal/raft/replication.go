@@ -207,8 +207,11 @@ func (r *Replica) handleLeaderHeartbeatResp(m *raftpb.Message) error {
 		// The replica is still receiving our snapshot: that is progress.
 		pr.SnapshotTicks = 0
 	}
-	if pr.Match < r.log.lastIndex() || pr.SnapshotWanted {
-		pr.SnapshotWanted = false
+	// A snapshot the log reader could not provide yet is retried by
+	// tickSnapshotProgress once per heartbeat interval; retrying here too
+	// would ask twice per interval (this response answers that tick's
+	// heartbeat).
+	if pr.Match < r.log.lastIndex() && !pr.SnapshotWanted {
 		r.maybeSendAppend(m.From, true)
 	}
 	if len(m.Context) > 0 {
