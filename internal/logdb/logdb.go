@@ -47,6 +47,9 @@ type Options struct {
 	UnsafeNoSync bool
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+
+	// prepareInline: see wal.Options.PrepareInline (golden tests).
+	prepareInline bool
 }
 
 func (o *Options) fill() {
@@ -131,7 +134,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 		db.log.Warn("logdb: UnsafeNoSync is set: writes are not fsynced and a crash loses acknowledged data; use only in tests", "dir", dir)
 	}
 	a := applier{db: db, replay: true}
-	w, err := wal.Open(fs, dir, wal.Options{SegmentSize: opts.SegmentSize, NoSync: opts.UnsafeNoSync},
+	w, err := wal.Open(fs, dir, wal.Options{SegmentSize: opts.SegmentSize, NoSync: opts.UnsafeNoSync, PrepareInline: opts.prepareInline},
 		func(r *wal.Record) error {
 			return r.Chunks(func(off int64, p []byte) error {
 				o, err := decodeOp(p)

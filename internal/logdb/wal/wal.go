@@ -34,6 +34,10 @@ type Options struct {
 	// NoSync skips every fsync of segment data. Test-only: a crash loses
 	// acknowledged writes and may read as corruption.
 	NoSync bool
+	// PrepareInline prepares the next segment on the writer when a roll
+	// needs it, instead of ahead of time in the background: slower rolls,
+	// deterministic file operations (for golden tests).
+	PrepareInline bool
 }
 
 // Pos is the location of a record or chunk.
@@ -188,6 +192,10 @@ func (w *WAL) replay(fn func(*Record) error) error {
 		lastUsed = -1   // index in listed of the last segment holding records
 	)
 	for i, num := range w.mu.listed {
+		if i > 0 && num != w.mu.listed[i-1]+1 && tear == nil {
+			// Segments between were removed: Seqs continue from theirs.
+			next = 0
+		}
 		s := w.mu.segs[num]
 		var err error
 		if buf, err = readAll(s.f, buf); err != nil {
@@ -320,7 +328,7 @@ func (w *WAL) Write(b *Batch) (Pos, error) {
 			return Pos{}, err
 		}
 	}
-	if w.off >= w.active.size/2 {
+	if w.off >= w.active.size/2 && !w.opts.PrepareInline {
 		w.prepareAsync()
 	}
 	b.finish(w.active.num, w.seq)
