@@ -52,9 +52,13 @@ func (r *Replica) handleFollowerInstallSnapshot(m *raftpb.Message) error {
 // carries meta for the host to reset its log and restore the state machine,
 // and the membership becomes the snapshot's.
 func (r *Replica) InstallSnapshot(meta raftpb.SnapshotMeta) error {
-	from := r.installingFrom
+	// Acknowledge to the leader we follow now: the one that offered the
+	// snapshot may have been replaced while we fetched, and any later
+	// leader holds the snapshot's committed entries (Raft §5.4), so the
+	// ack is true for it too.
+	from := r.lead
 	if from == raftpb.None {
-		from = r.lead
+		from = r.installingFrom
 	}
 	if r.installing != nil && meta.Index >= r.installing.Index {
 		r.installing, r.installingFrom = nil, raftpb.None
