@@ -53,11 +53,16 @@ func (db *DB) maybeGC() {
 		}
 	}
 	if len(metaOnly) > 0 {
-		if err := db.rewriteMeta(metaOnly, live); err != nil {
+		keep, err := db.rewriteMeta(metaOnly, live)
+		if err != nil {
 			db.gcFailed(err)
 			return
 		}
-		dead = append(dead, metaOnly...)
+		for _, s := range metaOnly {
+			if !slices.Contains(keep, s) {
+				dead = append(dead, s)
+			}
+		}
 		slices.Sort(dead)
 	}
 	if len(dead) == 0 {
@@ -96,14 +101,15 @@ func (db *DB) gcFailed(err error) {
 }
 
 // rewriteMeta writes, as one synced record, the whole metadata of every
-// group and tombstone pinning segs, so that segs hold nothing needed.
-func (db *DB) rewriteMeta(segs, live []uint64) error {
+// group and tombstone pinning segs, so that segs hold nothing needed —
+// except the segments it returns, which hold a tombstone that must stay.
+func (db *DB) rewriteMeta(segs, live []uint64) (keep []uint64, err error) {
 	wb := &db.rewrite
 	wb.Reset()
 	db.gmu.RLock()
 	for _, g := range db.groups {
 		g.mu.RLock()
-		if slices.Contains(segs, g.hsSeg) || slices.Contains(segs, g.stateSeg) {
+		if slices.Contains(segs, g.hsSeg) || slices.Contains(segs, g.snapSeg) || slices.Contains(segs, g.compactSeg) {
 			encodeState(wb, g.id, &g.hs, &g.snap, g.first, g.compactTerm, g.last)
 		}
 		g.mu.RUnlock()
@@ -120,14 +126,15 @@ func (db *DB) rewriteMeta(segs, live []uint64) error {
 	}
 	var drop []raftpb.GroupID
 	db.tombMu.Lock()
-	for id, seg := range db.tombs {
-		if !slices.Contains(segs, seg) {
-			continue
-		}
-		if oldest != 0 && oldest < seg {
+	for id, t := range db.tombs {
+		switch {
+		case !slices.Contains(segs, t.seg):
+		case oldest == 0 || oldest > t.seg:
+			drop = append(drop, id) // nothing older is left to hide
+		case !t.recreated:
 			encodeRemove(wb, id)
-		} else {
-			drop = append(drop, id)
+		default:
+			keep = append(keep, t.seg)
 		}
 	}
 	db.tombMu.Unlock()
@@ -136,17 +143,17 @@ func (db *DB) rewriteMeta(segs, live []uint64) error {
 		a.clearTomb(id)
 	}
 	if wb.Empty() {
-		return nil
+		return keep, nil
 	}
 	pos, err := db.wal.Write(wb)
 	if err != nil {
-		return err
+		return keep, err
 	}
 	if err := db.wal.Sync(); err != nil {
-		return err
+		return keep, err
 	}
 	db.stats.rewrites.Add(1)
-	return db.applyRecord(wb.Buf, pos)
+	return keep, db.applyRecord(wb.Buf, pos)
 }
 
 // Stats describe the DB.

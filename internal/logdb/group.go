@@ -43,13 +43,19 @@ type group struct {
 	terms    []termRun
 	termHead int
 	cache    cache
-	// hsSeg and stateSeg pin the segments holding the latest HardState and
-	// the latest state-setting chunk (snapshot, compaction, reset, state).
-	hsSeg, stateSeg uint64
+	// hsSeg, snapSeg and compactSeg pin the segments holding the chunks
+	// that last set the HardState, the snapshot pointer and the compaction
+	// point (first, compactTerm); replay needs each of them (0: never set).
+	hsSeg, snapSeg, compactSeg uint64
 	removed         bool
 
 	// busy: an op for this group is queued or being written (DB.mu).
 	busy bool
+}
+
+// fresh reports whether the group has never stored anything.
+func (g *group) fresh() bool {
+	return g.hsSeg == 0 && g.snapSeg == 0 && g.compactSeg == 0 && len(g.liveRuns()) == 0 && g.last == 0
 }
 
 func newGroup(id raftpb.GroupID) *group {
@@ -74,7 +80,7 @@ func (g *group) termLocked(i uint64) uint64 {
 // segRefs tracks what pins each live segment.
 type segRefs struct {
 	ents int // runs referencing it
-	meta int // hsSeg/stateSeg/tombstones referencing it
+	meta int // hsSeg/snapSeg/compactSeg/tombstones referencing it
 }
 
 // applier mutates group state and segment pins. Used by the commit leader
@@ -107,10 +113,23 @@ func (a *applier) setHSSeg(g *group, seg uint64) {
 	a.pin(seg, 0, 1)
 }
 
-func (a *applier) setStateSeg(g *group, seg uint64) {
-	a.pin(g.stateSeg, 0, -1)
-	g.stateSeg = seg
+func (a *applier) setSnapSeg(g *group, seg uint64) {
+	a.pin(g.snapSeg, 0, -1)
+	g.snapSeg = seg
 	a.pin(seg, 0, 1)
+}
+
+func (a *applier) setCompactSeg(g *group, seg uint64) {
+	a.pin(g.compactSeg, 0, -1)
+	g.compactSeg = seg
+	a.pin(seg, 0, 1)
+}
+
+// setAllSegs: the chunk at seg carries the group's whole metadata.
+func (a *applier) setAllSegs(g *group, seg uint64) {
+	a.setHSSeg(g, seg)
+	a.setSnapSeg(g, seg)
+	a.setCompactSeg(g, seg)
 }
 
 // truncateFrom drops entries >= i.
@@ -183,12 +202,22 @@ func (a *applier) dropAll(g *group) {
 func (a *applier) apply(o *op, pos wal.Pos) error {
 	db := a.db
 	g := db.lookup(o.group)
-	if g == nil {
+	if g == nil || g.fresh() {
 		if o.kind == opRemove {
 			a.setTomb(o.group, pos.Segment)
 			return nil
 		}
-		g, _ = db.getOrCreate(o.group)
+		// A new incarnation of a removed group: its tombstone must now
+		// stay where it is (see DB.tombs).
+		db.tombMu.Lock()
+		if t, ok := db.tombs[o.group]; ok {
+			t.recreated = true
+			db.tombs[o.group] = t
+		}
+		db.tombMu.Unlock()
+		if g == nil {
+			g, _ = db.getOrCreate(o.group)
+		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -204,7 +233,7 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 				return err
 			}
 			g.snap = m
-			a.setStateSeg(g, pos.Segment)
+			a.setSnapSeg(g, pos.Segment)
 		}
 		if o.flags&flagEntries != 0 {
 			return a.appendEntries(g, o, pos)
@@ -214,7 +243,7 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 			a.compactTo(g, o.index+1)
 			g.compactTerm = o.term
 		}
-		a.setStateSeg(g, pos.Segment)
+		a.setCompactSeg(g, pos.Segment)
 	case opReset:
 		m, err := decodeSnap(o.snap)
 		if err != nil {
@@ -228,19 +257,16 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 		}
 		g.compactTerm = m.Term
 		g.snap, g.hs = m, o.hs
-		a.setStateSeg(g, pos.Segment)
-		a.setHSSeg(g, pos.Segment)
+		a.setAllSegs(g, pos.Segment)
 	case opRemove:
 		a.dropAll(g)
-		a.setHSSeg(g, 0)
-		a.setStateSeg(g, 0)
+		a.setAllSegs(g, 0)
 		g.removed = true
 		db.gmu.Lock()
 		delete(db.groups, o.group)
 		db.gmu.Unlock()
 		a.setTomb(o.group, pos.Segment)
 	case opState:
-		a.clearTomb(o.group)
 		m, err := decodeSnap(o.snap)
 		if err != nil {
 			return err
@@ -252,8 +278,7 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 		g.first, g.compactTerm = o.index, o.term
 		a.truncateFrom(g, o.last+1)
 		g.last = o.last
-		a.setStateSeg(g, pos.Segment)
-		a.setHSSeg(g, pos.Segment)
+		a.setAllSegs(g, pos.Segment)
 	}
 	return nil
 }
@@ -261,18 +286,18 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 func (a *applier) setTomb(id raftpb.GroupID, seg uint64) {
 	a.clearTomb(id)
 	a.db.tombMu.Lock()
-	a.db.tombs[id] = seg
+	a.db.tombs[id] = tomb{seg: seg}
 	a.db.tombMu.Unlock()
 	a.pin(seg, 0, 1)
 }
 
 func (a *applier) clearTomb(id raftpb.GroupID) {
 	a.db.tombMu.Lock()
-	seg, ok := a.db.tombs[id]
+	t, ok := a.db.tombs[id]
 	delete(a.db.tombs, id)
 	a.db.tombMu.Unlock()
 	if ok {
-		a.pin(seg, 0, -1)
+		a.pin(t.seg, 0, -1)
 	}
 }
 

@@ -67,6 +67,11 @@ func (o *Options) fill() {
 	}
 }
 
+type tomb struct {
+	seg       uint64 // holds the removal
+	recreated bool   // records of a new incarnation follow it
+}
+
 // Update is one group's share of a SaveBatch.
 type Update struct {
 	Group raftpb.GroupID
@@ -107,10 +112,14 @@ type DB struct {
 
 	// Owned by the commit leader (and by Open before it returns).
 	refs map[uint64]*segRefs
-	// tombs: removed groups whose older records may still be on disk, and
-	// the segment of the removal. Written by the leader under tombMu.
+	// tombs: removed groups whose older records may still be on disk.
+	// Replay must meet the removal after those records and before any
+	// record of a new incarnation, so a tombstone's segment is deleted
+	// only once no older segment is left — or, if the group was not
+	// re-created, after the removal is rewritten at the tail. Written by
+	// the leader under tombMu.
 	tombMu     sync.Mutex
-	tombs      map[raftpb.GroupID]uint64
+	tombs      map[raftpb.GroupID]tomb
 	gcDirty    bool
 	cacheBytes int64
 	slab       slab
@@ -128,7 +137,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 		log:    opts.Logger,
 		groups: make(map[raftpb.GroupID]*group),
 		refs:   make(map[uint64]*segRefs),
-		tombs:  make(map[raftpb.GroupID]uint64),
+		tombs:  make(map[raftpb.GroupID]tomb),
 	}
 	if opts.UnsafeNoSync {
 		db.log.Warn("logdb: UnsafeNoSync is set: writes are not fsynced and a crash loses acknowledged data; use only in tests", "dir", dir)
@@ -242,7 +251,6 @@ func (db *DB) Compact(id raftpb.GroupID, index uint64) error {
 		case index > last:
 			return ErrUnavailable
 		}
-		db.maybeRecreate(b, g)
 		encodeCompact(&b.wb, id, index, term)
 		b.mark(g)
 		return nil
@@ -269,7 +277,6 @@ func (db *DB) ResetToSnapshot(id raftpb.GroupID, meta raftpb.SnapshotMeta, keepL
 			return fmt.Errorf("logdb: group %d: cannot keep the log: no entry %d with term %d", id, meta.Index, meta.Term)
 		}
 		hs.Commit = max(hs.Commit, meta.Index)
-		db.maybeRecreate(b, g)
 		encodeReset(&b.wb, id, keepLog, &hs, &meta)
 		b.mark(g)
 		return nil
@@ -290,19 +297,6 @@ func (db *DB) RemoveGroup(id raftpb.GroupID) error {
 		b.mark(g)
 		return nil
 	})
-}
-
-// maybeRecreate starts a group's records with an empty state chunk when an
-// older incarnation's tombstone is still on disk, so that replay never
-// mixes the two.
-func (db *DB) maybeRecreate(b *batch, g *group) {
-	g.mu.RLock()
-	fresh := g.hsSeg == 0 && g.stateSeg == 0 && len(g.liveRuns()) == 0 && g.last == 0
-	g.mu.RUnlock()
-	if fresh && db.hasTomb(g.id) {
-		var hs raftpb.HardState
-		encodeState(&b.wb, g.id, &hs, nil, 1, 0, 0)
-	}
 }
 
 func (db *DB) encodeUpdate(b *batch, u *Update) error {
@@ -334,7 +328,6 @@ func (db *DB) encodeUpdate(b *batch, u *Update) error {
 	if hs == nil && u.Snapshot == nil && len(ents) == 0 {
 		return nil
 	}
-	db.maybeRecreate(b, g)
 	encodeUpdate(&b.wb, u.Group, hs, u.Snapshot, ents)
 	b.mark(g)
 	b.entries += len(ents)

@@ -1,0 +1,14 @@
+package logdb
+
+import (
+	"os"
+	"fmt"
+)
+
+var dbgOn = os.Getenv("LOGDB_DEBUG") != ""
+
+func dbg(format string, args ...any) {
+	if dbgOn {
+		fmt.Printf(format+"\n", args...)
+	}
+}
