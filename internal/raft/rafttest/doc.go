@@ -36,7 +36,7 @@
 //	status id | raft-log id | compact id index | snapshot-unavailable id n
 //	install-snapshot id | install-failed id | report-unreachable id target
 //	partition (1) (2 3) | heal | transfer-leadership from to
-//	read-index id ctx | restart id
+//	read-index id ctx | restart id | crash-after-send id
 //
 // Imports: raftpb, internal/raft and its sub-packages, and test-only
 // modules (testing, datadriven). Only tests import it.

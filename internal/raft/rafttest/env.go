@@ -136,6 +136,20 @@ func (env *Env) Restart(id raftpb.ReplicaID) error {
 	return nil
 }
 
+// CrashAfterSend takes replica id's Ready, sends only Ready.Messages (those
+// that may go before persisting), and crashes before anything is
+// persisted: the replica restarts from its MemoryLog (see Restart).
+func (env *Env) CrashAfterSend(id raftpb.ReplicaID) error {
+	n := env.Node(id)
+	if n.HasReady() {
+		rd := n.Ready()
+		env.Out.WriteString(DescribeReady(rd))
+		env.Messages = append(env.Messages, rd.Messages...)
+	}
+	env.printf("crashed before persisting; restarted\n")
+	return env.Restart(id)
+}
+
 // ProcessReady handles one Ready of replica id as a host would: queue
 // Messages, persist the snapshot, entries and HardState, queue
 // MessagesAfterPersist, apply committed entries, record a fetch and read

@@ -129,6 +129,8 @@ func (env *Env) handle(t testing.TB, d *datadriven.TestData) error {
 			d.Fatalf(t, "read-index id ctx")
 		}
 		n.ReadIndex([]byte(d.CmdArgs[1].Key))
+	case "crash-after-send":
+		return env.CrashAfterSend(env.mustNode(t, d, 0).ID())
 	case "restart":
 		return env.Restart(env.mustNode(t, d, 0).ID())
 	default:
