@@ -1,8 +1,8 @@
 package logdb
 
 import (
-	"os"
 	"fmt"
+	"os"
 )
 
 var dbgOn = os.Getenv("LOGDB_DEBUG") != ""

@@ -47,7 +47,7 @@ type group struct {
 	// that last set the HardState, the snapshot pointer and the compaction
 	// point (first, compactTerm); replay needs each of them (0: never set).
 	hsSeg, snapSeg, compactSeg uint64
-	removed         bool
+	removed                    bool
 
 	// busy: an op for this group is queued or being written (DB.mu).
 	busy bool
