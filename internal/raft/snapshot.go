@@ -97,7 +97,13 @@ func (r *Replica) InstallFailed(meta raftpb.SnapshotMeta) {
 	if r.installing == nil || r.installing.Index != meta.Index {
 		return
 	}
-	to := r.installingFrom
+	// Like the ack in InstallSnapshot, tell the leader we follow now: it
+	// may have replaced the one that offered the snapshot while we
+	// fetched, and it is the one that must stop waiting for us.
+	to := r.lead
+	if to == raftpb.None {
+		to = r.installingFrom
+	}
 	r.installing, r.installingFrom = nil, raftpb.None
 	r.send(raftpb.Message{To: to, Type: raftpb.MsgSnapshotStatus, Index: meta.Index, Reject: true})
 }
