@@ -23,13 +23,6 @@ func (e *corruptChunk) Unwrap() error {
 	return &wal.CorruptionError{Segment: e.pos.Segment, Offset: e.pos.Offset, Reason: fmt.Sprint(e.err)}
 }
 
-func (db *DB) hasTomb(id raftpb.GroupID) bool {
-	db.tombMu.Lock()
-	defer db.tombMu.Unlock()
-	_, ok := db.tombs[id]
-	return ok
-}
-
 // maybeGC deletes segments nothing needs any more. A segment pinned only
 // by metadata (a HardState, a state chunk, a tombstone) first has that
 // metadata rewritten at the tail. Runs on the commit leader.

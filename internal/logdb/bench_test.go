@@ -1,0 +1,237 @@
+package logdb
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/skiffdb/skiff/internal/logdb/wal"
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// Benchmarks run on the real disk (vfs.Default, a temp dir) so that fsync
+// costs what it costs. Compare against BenchmarkRawFdatasync from the same
+// run: write + fdatasync of the same bytes, appended to a plain file.
+
+var quiet = slog.New(slog.DiscardHandler)
+
+func benchDB(b *testing.B, opts Options) (*DB, string) {
+	b.Helper()
+	dir := b.TempDir()
+	opts.Logger = quiet
+	db, err := Open(vfs.Default, filepath.Join(dir, "db"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db, dir
+}
+
+// recordSize is what one 1-entry SaveBatch writes for an entry of n bytes.
+func recordSize(n int) int {
+	var wb wal.Batch
+	wb.Reset()
+	encodeUpdate(&wb, 1, nil, nil, []raftpb.Entry{{Index: 1000, Term: 3, Data: make([]byte, n)}})
+	return wb.Size()
+}
+
+// BenchmarkRawFdatasync is the baseline: append n bytes to a file and
+// fdatasync, as a bare loop.
+func BenchmarkRawFdatasync(b *testing.B) {
+	for _, n := range []int{recordSize(16), recordSize(1024), 1 << 20} {
+		b.Run(fmt.Sprintf("bytes=%d", n), func(b *testing.B) {
+			f, err := vfs.Default.Create(filepath.Join(b.TempDir(), "raw"), vfs.WriteCategoryUnspecified)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			buf := make([]byte, n)
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				if _, err := f.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if err := f.SyncData(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAppendSync: one group, one entry per SaveBatch, sequential: the
+// latency of one durable append (ns/op).
+func BenchmarkAppendSync(b *testing.B) {
+	for _, size := range []int{16, 1024} {
+		b.Run(fmt.Sprintf("entry=%d", size), func(b *testing.B) {
+			db, _ := benchDB(b, Options{})
+			data := make([]byte, size)
+			ents := []raftpb.Entry{{Term: 1, Data: data}}
+			i := uint64(0)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				i++
+				ents[0].Index = i
+				if err := db.SaveBatch([]Update{{Group: 1, Entries: ents}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkConcurrentAppend: G goroutines, one group each, each appending
+// one entry per SaveBatch and waiting for it (like G raft groups each
+// persisting a Ready). Group commit coalesces them; entries/s and MB/s
+// are the totals.
+func BenchmarkConcurrentAppend(b *testing.B) {
+	for _, groups := range []int{16, 256} {
+		for _, size := range []int{16, 1024} {
+			b.Run(fmt.Sprintf("groups=%d/entry=%d", groups, size), func(b *testing.B) {
+				db, _ := benchDB(b, Options{})
+				var left atomic.Int64
+				left.Store(int64(b.N))
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for g := 0; g < groups; g++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ents := []raftpb.Entry{{Term: 1, Data: make([]byte, size)}}
+						for i := uint64(1); left.Add(-1) >= 0; i++ {
+							ents[0].Index = i
+							if err := db.SaveBatch([]Update{{Group: raftpb.GroupID(g + 1), Entries: ents}}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				el := time.Since(start)
+				st := db.Stats()
+				b.ReportMetric(float64(b.N)/el.Seconds(), "entries/s")
+				b.ReportMetric(float64(st.Entries)/float64(max(st.Batches, 1)), "entries/fsync")
+			})
+		}
+	}
+}
+
+// BenchmarkAllocsPerEntry: allocations per appended entry on the write
+// path (64 entries of 16 B for each of 16 groups per SaveBatch).
+func BenchmarkAllocsPerEntry(b *testing.B) {
+	db, _ := benchDB(b, Options{UnsafeNoSync: true})
+	const groups, per = 16, 64
+	us := make([]Update, groups)
+	ents := make([][]raftpb.Entry, groups)
+	for g := range us {
+		ents[g] = make([]raftpb.Entry, per)
+		for k := range ents[g] {
+			ents[g][k] = raftpb.Entry{Term: 1, Data: make([]byte, 16)}
+		}
+	}
+	next := uint64(1)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	n := 0
+	for b.Loop() {
+		for g := range us {
+			for k := range ents[g] {
+				ents[g][k].Index = next + uint64(k)
+			}
+			us[g] = Update{Group: raftpb.GroupID(g + 1), Entries: ents[g]}
+		}
+		next += per
+		if err := db.SaveBatch(us); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	runtime.ReadMemStats(&ms1)
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(n*groups*per), "allocs/entry")
+}
+
+// BenchmarkEntries reads 64 entries of 1 KiB from the cache and, with the
+// cache off, from the WAL.
+func BenchmarkEntries(b *testing.B) {
+	for _, cached := range []bool{true, false} {
+		b.Run(fmt.Sprintf("cached=%v", cached), func(b *testing.B) {
+			opts := Options{UnsafeNoSync: true, CacheBytes: 256 << 20}
+			if !cached {
+				opts.CacheBytes = -1
+			}
+			db, _ := benchDB(b, opts)
+			const n, batch = 20000, 16
+			for i := uint64(1); i <= n; i += batch {
+				ents := make([]raftpb.Entry, batch)
+				for k := range ents {
+					ents[k] = raftpb.Entry{Index: i + uint64(k), Term: 1, Data: make([]byte, 1024)}
+				}
+				if err := db.SaveBatch([]Update{{Group: 1, Entries: ents}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			l := db.Group(1)
+			lo := uint64(1)
+			b.SetBytes(64 * 1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				ents, err := l.Entries(lo, lo+64, 1<<30)
+				if err != nil || len(ents) != 64 {
+					b.Fatal(len(ents), err)
+				}
+				lo = (lo+977)%(n-64) + 1
+			}
+		})
+	}
+}
+
+// BenchmarkReopen: Open of a DB holding 1 M live entries (16 B) across 256
+// groups. Set LOGDB_BENCH_REOPEN_ENTRIES to change the count.
+func BenchmarkReopen(b *testing.B) {
+	total := 1 << 20
+	if s := os.Getenv("LOGDB_BENCH_REOPEN_ENTRIES"); s != "" {
+		fmt.Sscan(s, &total)
+	}
+	const groups, per = 256, 64
+	dir := filepath.Join(b.TempDir(), "db")
+	db, err := Open(vfs.Default, dir, Options{Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	us := make([]Update, groups)
+	for i := uint64(1); int(i-1)*groups < total; i += per {
+		for g := range us {
+			ents := make([]raftpb.Entry, per)
+			for k := range ents {
+				ents[k] = raftpb.Entry{Index: i + uint64(k), Term: 1, Data: make([]byte, 16)}
+			}
+			us[g] = Update{Group: raftpb.GroupID(g + 1), Entries: ents, HardState: raftpb.HardState{Term: 1, Commit: i}}
+		}
+		if err := db.SaveBatch(us); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st := db.Stats()
+	db.Close()
+	b.ReportMetric(float64(st.Entries), "entries")
+	b.ReportMetric(float64(st.LogBytes)/(1<<20), "MiB-live")
+	b.ResetTimer()
+	for b.Loop() {
+		db, err := Open(vfs.Default, dir, Options{Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
+	}
+}

@@ -1,0 +1,60 @@
+package logdb
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+func TestUnsafeNoSyncWarnsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	db, err := Open(vfs.NewMem(), "db", Options{UnsafeNoSync: true, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := uint64(1); i <= 10; i++ {
+		if err := db.SaveBatch([]Update{{Group: 1, Entries: []raftpb.Entry{{Index: i, Term: 1}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(buf.String(), "UnsafeNoSync"); n != 1 {
+		t.Fatalf("%d warnings: %s", n, buf.String())
+	}
+}
+
+// TestSyncFailureIsFinal: after an fsync error every write returns
+// ErrStorageFailed — no retry of the fsync, no panic — and reads go on.
+func TestSyncFailureIsFinal(t *testing.T) {
+	inj := &injector{}
+	db, err := Open(errorfs.Wrap(vfs.NewCrashableMem(), inj), "db", Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.SaveBatch([]Update{{Group: 1, Entries: []raftpb.Entry{{Index: 1, Term: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	inj.err.Store(error(syscall.EIO))
+	inj.count.Store(1)
+	inj.kind.Store(2)
+	for i := 0; i < 3; i++ {
+		err := db.SaveBatch([]Update{{Group: 1, Entries: []raftpb.Entry{{Index: 2, Term: 1}}}})
+		if !errors.Is(err, ErrStorageFailed) {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if err := db.Compact(1, 1); !errors.Is(err, ErrStorageFailed) {
+		t.Fatalf("compact: %v", err)
+	}
+	if last, _ := db.Group(1).LastIndex(); last != 1 {
+		t.Fatalf("last = %d", last)
+	}
+}
