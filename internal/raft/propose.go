@@ -36,9 +36,15 @@ func (r *Replica) handleLeaderPropose(m *raftpb.Message) error {
 	if r.leadTransferee != raftpb.None {
 		return ErrLeaderTransfer
 	}
+	confChanges := 0
 	for i := range m.Entries {
 		if m.Entries[i].Type != raftpb.EntryConfigChange {
 			continue
+		}
+		// One pending change at a time holds within a batch too: the
+		// second change would be pending behind the first.
+		if confChanges++; confChanges > 1 {
+			return ErrConfChangePending
 		}
 		if err := r.checkConfChangeProposal(&m.Entries[i]); err != nil {
 			return err

@@ -30,7 +30,7 @@
 //	          [max-inflight=n] [max-inflight-bytes=n] [max-msg-bytes=n]
 //	          [snapshot-timeout=n] [forwarding=false]
 //	campaign id | tick-election id | tick-heartbeat id | tick id [n=1]
-//	propose id data | propose-conf-change id v4 l5 r2 [transition=auto|implicit|explicit]
+//	propose id data... | propose-conf-change id v4 l5 r2 [transition=auto|implicit|explicit] [/ v6 ...]
 //	process-ready id... | deliver-msgs [id...] [drop=(ids)] [type=Msg...] [n=N]
 //	duplicate-msgs [id...] [type=Msg...] [n=N] | stabilize [id...]
 //	status id | raft-log id | compact id index | snapshot-unavailable id n

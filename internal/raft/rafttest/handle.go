@@ -2,6 +2,7 @@ package rafttest
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -50,18 +51,46 @@ func (env *Env) handle(t testing.TB, d *datadriven.TestData) error {
 		d.MaybeScanArgs(t, "n", &count)
 		env.tick(env.mustNode(t, d, 0), count)
 	case "propose":
+		// propose id data... proposes one entry per data argument, in a
+		// single batch.
 		n := env.mustNode(t, d, 0)
 		if len(d.CmdArgs) < 2 {
-			d.Fatalf(t, "propose id data")
+			d.Fatalf(t, "propose id data...")
 		}
-		return n.Propose(raftpb.Entry{Data: []byte(d.CmdArgs[1].Key)})
+		var ents []raftpb.Entry
+		for _, arg := range d.CmdArgs[1:] {
+			ents = append(ents, raftpb.Entry{Data: []byte(arg.Key)})
+		}
+		return n.Propose(ents...)
 	case "propose-conf-change":
+		// propose-conf-change id v4 r2 [/ l5 ...]: "/" separates config
+		// changes proposed together in one batch.
 		n := env.mustNode(t, d, 0)
-		cc, err := parseConfChange(d.CmdArgs[1:])
-		if err != nil {
-			d.Fatalf(t, "%v", err)
+		var ents []raftpb.Entry
+		args := d.CmdArgs[1:]
+		for {
+			i := slices.IndexFunc(args, func(a datadriven.CmdArg) bool { return a.Key == "/" })
+			if i < 0 {
+				i = len(args)
+			}
+			cc, err := parseConfChange(args[:i])
+			if err != nil {
+				d.Fatalf(t, "%v", err)
+			}
+			ents = append(ents, raftpb.Entry{Type: raftpb.EntryConfigChange, Data: cc.Marshal()})
+			if i == len(args) {
+				break
+			}
+			args = args[i+1:]
 		}
-		return n.ProposeConfigChange(cc)
+		if len(ents) == 1 {
+			var cc raftpb.ConfChange
+			if err := cc.Unmarshal(ents[0].Data); err != nil {
+				return err
+			}
+			return n.ProposeConfigChange(cc)
+		}
+		return n.Propose(ents...)
 	case "process-ready":
 		for _, id := range env.ids(t, d) {
 			if len(d.CmdArgs) > 1 {
