@@ -1,6 +1,7 @@
 package rafttest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"maps"
@@ -49,14 +50,14 @@ type Env struct {
 	partition map[raftpb.ReplicaID]int
 	// leaders records the leader seen in each term (election safety).
 	leaders map[uint64]raftpb.ReplicaID
-	// appliedTerms records the term of the entry applied at each index by
-	// any replica (state machine safety).
-	appliedTerms map[uint64]uint64
+	// applied records the entry applied at each index by any replica
+	// (state machine safety).
+	applied map[uint64]raftpb.Entry
 }
 
 // New returns an empty Env.
 func New() *Env {
-	return &Env{leaders: map[uint64]raftpb.ReplicaID{}, appliedTerms: map[uint64]uint64{}}
+	return &Env{leaders: map[uint64]raftpb.ReplicaID{}, applied: map[uint64]raftpb.Entry{}}
 }
 
 func (env *Env) printf(format string, args ...any) { fmt.Fprintf(&env.Out, format, args...) }
@@ -180,11 +181,12 @@ func (env *Env) ProcessReady(id raftpb.ReplicaID) (bool, error) {
 		if e.Index != n.AppliedIndex+1 {
 			env.printf("INVARIANT VIOLATED: %d applies %d/%d after %d\n", id, e.Term, e.Index, n.AppliedIndex)
 		}
-		if t, ok := env.appliedTerms[e.Index]; ok && t != e.Term {
-			env.printf("INVARIANT VIOLATED: %d applies %d/%d, another replica applied term %d there\n",
-				id, e.Term, e.Index, t)
+		if prev, ok := env.applied[e.Index]; ok &&
+			(prev.Term != e.Term || prev.Type != e.Type || !bytes.Equal(prev.Data, e.Data)) {
+			env.printf("INVARIANT VIOLATED: %d applies %s, another replica applied %s\n",
+				id, DescribeEntry(e), DescribeEntry(prev))
 		}
-		env.appliedTerms[e.Index] = e.Term
+		env.applied[e.Index] = e
 		n.Applied = append(n.Applied, e)
 		n.AppliedIndex = e.Index
 	}
