@@ -31,7 +31,7 @@
 //	          [snapshot-timeout=n] [forwarding=false]
 //	campaign id | tick-election id | tick-heartbeat id | tick id [n=1]
 //	propose id data... | propose-conf-change id v4 l5 r2 [transition=auto|implicit|explicit] [/ v6 ...]
-//	process-ready id... | deliver-msgs [id...] [drop=(ids)] [type=Msg...] [n=N]
+//	process-ready id... | deliver-msgs [id...] [drop=(ids)] [from=(ids)] [type=Msg...] [n=N]
 //	duplicate-msgs [id...] [type=Msg...] [n=N] | stabilize [id...]
 //	status id | raft-log id | compact id index | snapshot-unavailable id n
 //	install-snapshot id | install-failed id | report-unreachable id target

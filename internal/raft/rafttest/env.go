@@ -231,16 +231,19 @@ func (env *Env) Partition(sides [][]raftpb.ReplicaID) {
 	}
 }
 
-// MsgFilter selects queued messages: to one of To (all if empty) and of
-// type Type (all if nil); at most Limit of them (all if 0), oldest first.
+// MsgFilter selects queued messages: to one of To and from one of From
+// (either: all if empty) and of type Type (all if nil); at most Limit of
+// them (all if 0), oldest first.
 type MsgFilter struct {
-	To    []raftpb.ReplicaID
-	Type  *raftpb.MessageType
-	Limit int
+	To, From []raftpb.ReplicaID
+	Type     *raftpb.MessageType
+	Limit    int
 }
 
 func (f MsgFilter) match(m raftpb.Message) bool {
-	return (len(f.To) == 0 || slices.Contains(f.To, m.To)) && (f.Type == nil || *f.Type == m.Type)
+	return (len(f.To) == 0 || slices.Contains(f.To, m.To)) &&
+		(len(f.From) == 0 || slices.Contains(f.From, m.From)) &&
+		(f.Type == nil || *f.Type == m.Type)
 }
 
 // take removes and returns the queued messages that f selects.

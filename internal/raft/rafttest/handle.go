@@ -284,6 +284,9 @@ func (env *Env) msgFilter(t testing.TB, d *datadriven.TestData) MsgFilter {
 		}
 	}
 	d.MaybeScanArgs(t, "n", &f.Limit)
+	if arg, ok := d.Arg("from"); ok {
+		f.From = parseIDs(t, d, arg.Vals)
+	}
 	if arg, ok := d.Arg("type"); ok {
 		name := arg.SingleVal(t)
 		for mt := range raftpb.NumMessageTypes {
