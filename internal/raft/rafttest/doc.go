@@ -32,11 +32,25 @@
 //	campaign id | tick-election id | tick-heartbeat id | tick id [n=1]
 //	propose id data... | propose-conf-change id v4 l5 r2 [transition=auto|implicit|explicit] [/ v6 ...]
 //	process-ready id... | deliver-msgs [id...] [drop=(ids)] [from=(ids)] [type=Msg...] [n=N]
-//	duplicate-msgs [id...] [type=Msg...] [n=N] | stabilize [id...]
+//	duplicate-msgs [id...] [from=(ids)] [type=Msg...] [n=N] | stabilize [id...]
 //	status id | raft-log id | compact id index | snapshot-unavailable id n
 //	install-snapshot id | install-failed id | report-unreachable id target
 //	partition (1) (2 3) | heal | transfer-leadership from to
 //	read-index id ctx | restart id | crash-after-send id
+//
+// Notes: replicas start from a snapshot at index (default 1, term 1)
+// holding the membership; add-nodes without voters adds empty replicas to
+// be added to the group later. tick-election advances a leader by
+// ElectionTicks (one check-quorum round) and anyone else by
+// 2*ElectionTicks-1 ticks (past any randomized timeout). deliver-msgs
+// delivers the selected messages, or with drop=(ids) drops those to ids;
+// positional ids select recipients. stabilize alternates handling Readies
+// and delivering messages until nothing moves. compact snapshots the log
+// at an applied index (with the membership in effect there) and discards
+// the entries up to it. install-snapshot and install-failed complete the
+// fetch the replica asked for in its last Ready.Fetch. restart rebuilds a
+// replica from its MemoryLog; crash-after-send sends a Ready's
+// pre-persist messages and then restarts without persisting anything.
 //
 // Imports: raftpb, internal/raft and its sub-packages, and test-only
 // modules (testing, datadriven). Only tests import it.
