@@ -180,6 +180,7 @@ func (r *Replica) handleLeaderTransferLeader(m *raftpb.Message) error {
 }
 
 func (r *Replica) sendTimeoutNow(to raftpb.ReplicaID) {
+	r.leaseRevoked = true
 	r.send(raftpb.Message{To: to, Type: raftpb.MsgTimeoutNow})
 }
 

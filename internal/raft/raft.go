@@ -95,6 +95,11 @@ type Replica struct {
 
 	// leadTransferee is the target of a leadership transfer in progress.
 	leadTransferee raftpb.ReplicaID
+	// leaseRevoked: this leader sent MsgTimeoutNow in this term. The
+	// target's vote requests bypass leader stickiness, so another leader
+	// may exist before our lease would expire; reads then need a heartbeat
+	// quorum. Invariant: false after reset (a new term or role).
+	leaseRevoked bool
 	// pendingConfIndex: a config change may only be proposed once the
 	// log is applied up to here (one pending change at a time).
 	pendingConfIndex uint64
@@ -235,6 +240,7 @@ func (r *Replica) reset(term uint64) {
 	r.heartbeatElapsed = 0
 	r.resetRandomizedElectionTimeout()
 	r.abortLeaderTransfer()
+	r.leaseRevoked = false
 	r.trk.ResetVotes()
 	last := r.log.lastIndex()
 	r.trk.Visit(func(id raftpb.ReplicaID, pr *tracker.Progress) {

@@ -66,10 +66,11 @@ func (r *Replica) handleLeaderReadIndex(m *raftpb.Message) error {
 }
 
 func (r *Replica) serveReadIndex(m raftpb.Message) {
-	switch r.cfg.ReadOnly {
-	case ReadOnlyLeaseBased:
+	switch {
+	case r.cfg.ReadOnly == ReadOnlyLeaseBased && !r.leaseRevoked:
 		// CheckQuorum guarantees we step down within an election timeout
-		// of losing the quorum, so our lease still holds.
+		// of losing the quorum, so our lease still holds — unless we sent
+		// MsgTimeoutNow, whose election ignores leases.
 		r.respondReadIndex(m, r.log.committed)
 	default:
 		key := string(m.Context)
