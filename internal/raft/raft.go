@@ -318,9 +318,11 @@ func (r *Replica) tickElection() {
 		return
 	}
 	r.electionElapsed = 0
-	if r.installing != nil {
+	if r.installing != nil && r.installing.Index > r.log.committed {
 		// A follower fetching a snapshot does not campaign: its log is
-		// about to be replaced and it would only disrupt the group.
+		// about to be replaced and it would only disrupt the group. Once
+		// its commit index has reached the snapshot by replication, the
+		// fetch no longer matters (installing it will be a no-op).
 		return
 	}
 	r.campaign(campaignPreElection)
