@@ -127,6 +127,12 @@ type Replica struct {
 	prevHardState raftpb.HardState
 	prevSoftState SoftState
 	readyOut      bool
+
+	// stepping holds the message being stepped. NB: handlers are called
+	// through a table, so escape analysis cannot see that they do not
+	// keep the *Message; passing Step's own argument would move every
+	// stepped message to the heap.
+	stepping raftpb.Message
 }
 
 // New returns a Replica whose durable state is read from reader.
@@ -434,6 +440,11 @@ func (r *Replica) send(m raftpb.Message) {
 	case m.Type == raftpb.MsgReplicateResp || m.Type == raftpb.MsgVoteResp || m.Type == raftpb.MsgPreVoteResp:
 		r.msgsAfterPersist = append(r.msgsAfterPersist, m)
 	default:
+		if r.msgs == nil {
+			// One allocation per Ready for a broadcast, not one per
+			// doubling (the slice goes to the driver with the Ready).
+			r.msgs = make([]raftpb.Message, 0, max(r.trk.Len(), 1))
+		}
 		r.msgs = append(r.msgs, m)
 	}
 }
@@ -462,7 +473,12 @@ func (r *Replica) Step(m raftpb.Message) error {
 		return nil
 	}
 	if h := handlers[r.role][m.Type]; h != nil {
-		return h(r, &m)
+		// Saved and restored, should a handler ever re-enter Step.
+		saved := r.stepping
+		r.stepping = m
+		err := h(r, &r.stepping)
+		r.stepping = saved
+		return err
 	}
 	return nil
 }

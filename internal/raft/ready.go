@@ -82,7 +82,10 @@ func (r *Replica) Ready() Ready {
 		r.prevHardState = hs
 	}
 	if ss := r.softState(); ss != r.prevSoftState {
-		rd.SoftState = &ss
+		// NB: only this copy escapes; taking &ss would allocate on
+		// every Ready, changed or not.
+		changed := ss
+		rd.SoftState = &changed
 		r.prevSoftState = ss
 	}
 	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
