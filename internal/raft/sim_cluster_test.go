@@ -42,6 +42,8 @@ type simOptions struct {
 	pDup         float64 // per message
 	pDelay       float64 // per message: a long delay (reordering)
 	pCrash       float64 // per driver tick
+	pCrashSync   float64 // per persist: power loss before the Ready is durable
+	pSlowSync    float64 // per persist: a slow fsync of up to 10 ticks
 	pPartition   float64 // per driver tick
 	pFetchFail   float64 // per snapshot fetch
 	proposeRate  int     // up to this many proposals per driver tick
@@ -64,12 +66,14 @@ func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
 		pDup:         []float64{0, 0.02, 0.1}[rng.IntN(3)],
 		pDelay:       []float64{0, 0.02, 0.08}[rng.IntN(3)],
 		pCrash:       []float64{0, 0.005, 0.02}[rng.IntN(3)],
+		pCrashSync:   []float64{0, 0.002, 0.01}[rng.IntN(3)],
+		pSlowSync:    []float64{0, 0.02, 0.1}[rng.IntN(3)],
 		pPartition:   []float64{0, 0.01, 0.03}[rng.IntN(3)],
 		pFetchFail:   []float64{0, 0.2, 0.5}[rng.IntN(3)],
 		proposeRate:  1 + rng.IntN(4),
 		compactEvery: []int{3, 10, 40}[rng.IntN(3)],
 	}
-	o.maxReplicas = max(o.replicas, 5)
+	o.maxReplicas = 7
 	if rng.IntN(3) == 0 {
 		o.inflightB = 200 + rng.Uint64N(2000)
 	}
@@ -356,6 +360,19 @@ func (c *simCluster) handle(e simEvent) {
 		if n.inc != e.inc || !n.up() {
 			return
 		}
+		p := c.o.pCrashSync
+		if hs := n.rd.HardState; hs.Term != n.hs.Term || hs.Vote != n.hs.Vote {
+			// Power loss is made likelier while a vote or a new term is
+			// being made durable: it is the narrowest, most important
+			// window (a vote sent but not persisted could be cast twice).
+			p *= 20
+		}
+		if !c.calm && c.rng.Float64() < p && c.canCrash(n) {
+			// Power loss during the fsync: the Ready is lost, though
+			// its Messages may already be out.
+			c.crash(n)
+			return
+		}
 		c.persist(n)
 	case evFetchDone:
 		c.fetchDone(n, e)
@@ -447,7 +464,11 @@ func (c *simCluster) maybeReady(n *simNode) {
 		c.schedule(simEvent{at: c.now + simTick + c.rng.Int64N(20*simTick), kind: evFetchDone, node: n.id, inc: n.inc,
 			msg: raftpb.Message{From: rd.Fetch.From}, meta: &meta})
 	}
-	c.schedule(simEvent{at: c.now + c.rng.Int64N(c.o.persistLat+1), kind: evPersist, node: n.id, inc: n.inc})
+	lat := c.rng.Int64N(c.o.persistLat + 1)
+	if !c.calm && c.rng.Float64() < c.o.pSlowSync {
+		lat += c.rng.Int64N(10 * simTick)
+	}
+	c.schedule(simEvent{at: c.now + lat, kind: evPersist, node: n.id, inc: n.inc})
 }
 
 // persist makes n's outstanding Ready durable, sends what had to wait for
@@ -579,7 +600,11 @@ func (c *simCluster) crash(n *simNode) {
 	n.down = true
 	n.inc++
 	c.trace.add(c.now, n.id, "crash", "")
-	c.schedule(simEvent{at: c.now + (5+c.rng.Int64N(60))*simTick, kind: evRestart, node: n.id, inc: n.inc})
+	down := 1 + c.rng.Int64N(3)
+	if c.rng.IntN(3) != 0 {
+		down = 5 + c.rng.Int64N(50)
+	}
+	c.schedule(simEvent{at: c.now + down*simTick, kind: evRestart, node: n.id, inc: n.inc})
 }
 
 // compact takes a snapshot of n's state machine at its applied index, with

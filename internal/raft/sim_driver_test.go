@@ -55,7 +55,7 @@ func (c *simCluster) chaosTick() {
 	if c.rng.IntN(80) == 0 {
 		c.transfer()
 	}
-	if c.rng.IntN(40) == 0 {
+	if c.rng.IntN(25) == 0 {
 		c.changeMembership()
 	}
 	if c.rng.IntN(150) == 0 {
@@ -91,8 +91,14 @@ func (c *simCluster) randomIdle() *simNode {
 // proposer picks where a client request lands: mostly the leader, else any
 // replica (which forwards).
 func (c *simCluster) proposer() *simNode {
-	if l := c.leader(); l != nil && l.idle() && c.rng.IntN(3) != 0 {
-		return l
+	if c.rng.IntN(3) != 0 {
+		// Any replica that believes it leads, stale leaders included.
+		start := c.rng.IntN(len(c.ids))
+		for i := range c.ids {
+			if n := c.nodes[c.ids[(start+i)%len(c.ids)]]; n.idle() && n.r.role == Leader {
+				return n
+			}
+		}
 	}
 	return c.randomIdle()
 }
@@ -149,13 +155,30 @@ func (c *simCluster) refMembership() raftpb.Membership {
 	return m
 }
 
-// maybeCrash crashes a random live replica if a quorum of every voting
-// half stays up.
+// maybeCrash crashes a replica — often the leader, or one in the middle of
+// persisting — if a quorum of every voting half stays up.
 func (c *simCluster) maybeCrash() {
 	n := c.nodes[c.ids[c.rng.IntN(len(c.ids))]]
-	if !n.up() {
-		return
+	switch c.rng.IntN(3) {
+	case 0:
+		if l := c.leader(); l != nil {
+			n = l
+		}
+	case 1:
+		for _, id := range c.ids {
+			if m := c.nodes[id]; m.up() && m.rd != nil && c.rng.IntN(2) == 0 {
+				n = m
+			}
+		}
 	}
+	if n.up() && c.canCrash(n) {
+		c.crash(n)
+	}
+}
+
+// canCrash reports whether a quorum of every voting half would stay up
+// without n.
+func (c *simCluster) canCrash(n *simNode) bool {
 	m := c.refMembership()
 	for _, half := range [][]raftpb.Member{m.Voters, m.VotersOutgoing} {
 		up := 0
@@ -165,10 +188,10 @@ func (c *simCluster) maybeCrash() {
 			}
 		}
 		if len(half) > 0 && up <= len(half)/2 {
-			return
+			return false
 		}
 	}
-	c.crash(n)
+	return true
 }
 
 // partition cuts links for a while: one replica isolated, a random split,
@@ -181,13 +204,21 @@ func (c *simCluster) partition() {
 			c.cuts[[2]raftpb.ReplicaID{a, b}] = until
 		}
 	}
-	kind := c.rng.IntN(3)
+	kind := c.rng.IntN(4)
 	switch kind {
-	case 0:
-		x := c.ids[c.rng.IntN(len(c.ids))]
-		for _, y := range c.ids {
-			cut(x, y)
-			cut(y, x)
+	case 0, 3:
+		// One replica (with kind 3, the leader and perhaps a follower)
+		// on the minority side.
+		side := map[raftpb.ReplicaID]bool{c.ids[c.rng.IntN(len(c.ids))]: true}
+		if l := c.leader(); kind == 3 && l != nil {
+			side = map[raftpb.ReplicaID]bool{l.id: true, c.ids[c.rng.IntN(len(c.ids))]: true}
+		}
+		for _, a := range c.ids {
+			for _, b := range c.ids {
+				if side[a] != side[b] {
+					cut(a, b)
+				}
+			}
 		}
 	case 1:
 		side := map[raftpb.ReplicaID]bool{}
@@ -264,7 +295,7 @@ func (c *simCluster) changeMembership() {
 	var cc raftpb.ConfChange
 	members := len(m.Voters) + len(m.NonVoters)
 	pick := func(ms []raftpb.Member) raftpb.ReplicaID { return ms[c.rng.IntN(len(ms))].ID }
-	switch op := c.rng.IntN(6); {
+	switch op := c.rng.IntN(8); {
 	case m.IsJoint():
 		if m.AutoLeave {
 			return
@@ -280,7 +311,7 @@ func (c *simCluster) changeMembership() {
 		cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.RemoveReplica, Replica: pick(m.Voters)}}
 	case op == 4 && len(m.NonVoters) > 0:
 		cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.RemoveReplica, Replica: pick(m.NonVoters)}}
-	case op == 5 && members < c.o.maxReplicas:
+	case op >= 5 && members < c.o.maxReplicas:
 		cc.Transition = raftpb.ConfChangeTransition(c.rng.IntN(3))
 		cc.Changes = []raftpb.ConfChangeSingle{
 			{Type: raftpb.AddVoter, Replica: c.newReplica()},

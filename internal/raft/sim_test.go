@@ -34,7 +34,7 @@ var (
 )
 
 // simChaosTicks is how long each seed's chaos phase lasts.
-const simChaosTicks = 300
+const simChaosTicks = 600
 
 func TestSimulation(t *testing.T) {
 	seeds := 500
