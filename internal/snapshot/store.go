@@ -36,6 +36,7 @@ package snapshot
 // (meta.go). Everything goes through vfs.FS.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -198,7 +199,13 @@ func Open(fs vfs.FS, dir string, opts Options) (*Store, error) {
 	for i := len(all) - 1; i >= 0; i-- {
 		f := all[i]
 		switch f.kind {
-		case kindPublished, kindCorrupt:
+		case kindPublished:
+			continue
+		case kindCorrupt:
+			// Quarantined by an earlier Open: still reported, so that the
+			// gap it may leave is checked at every start, not just the first.
+			s.skipped = append(s.skipped, Skipped{Index: f.index, Dir: f.name,
+				Err: fmt.Errorf("%w: quarantined by an earlier Open", ErrChecksum)})
 			continue
 		case kindReceiving:
 			if s.receiving == "" && f.index > latest {
@@ -213,6 +220,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*Store, error) {
 		}
 		changed = true
 	}
+	slices.SortStableFunc(s.skipped, func(a, b Skipped) int { return cmp.Compare(b.Index, a.Index) })
 	if changed {
 		if err := s.syncDir(s.dir); err != nil {
 			return nil, err
@@ -298,7 +306,8 @@ func (s *Store) Dir() string { return s.dir }
 // FS returns the store's file system.
 func (s *Store) FS() vfs.FS { return s.fs }
 
-// Skipped lists the snapshots Open could not verify, newest first.
+// Skipped lists the snapshots that failed verification, now or at an
+// earlier Open (quarantined as .corrupt), newest first.
 func (s *Store) Skipped() []Skipped {
 	s.mu.Lock()
 	defer s.mu.Unlock()
