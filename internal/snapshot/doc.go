@@ -48,11 +48,26 @@
 // directory. A crash at any point leaves the old or the new snapshot, never
 // a torn one (store_crash_test.go iterates every file operation).
 //
+// # Executor
+//
+// One Executor per group applies the seeds' rules (executor.go,
+// executor_install.go): DoSnapshot refuses while an install is registered
+// or another save runs (ErrBusy), succeeds without a snapshot when nothing
+// or less than SnapshotMinGap was applied, and after a save discards it if
+// an install overtook it (ErrStale), else publishes, advances the last
+// snapshot and compacts the log to index − CompactionOverhead, never past a
+// snapshot still being sent. Install registers requests exactly like
+// SOFAJRaft's registerDownloadingSnapshot and answers with the installed
+// index. Trigger (executor_trigger.go) says when to call DoSnapshot.
+// Export writes a self-contained snapshot elsewhere; Import turns one into
+// a replica's snapshot with a new membership, verifying it first.
+//
 // Invariants:
 //   - a published directory is complete and never changes;
 //   - the newest published snapshot is never removed; a referenced one
 //     (Reader) is never removed;
-//   - at most one .receiving directory per group.
+//   - at most one .receiving directory per group;
+//   - one Store per directory, in one process (nothing locks it).
 //
 // Imports: raftpb (and pebble/vfs for files, x/time/rate, klauspost/compress).
 // Never logdb, raft, rsm or transport: those reach this package through the

@@ -244,8 +244,9 @@ func (e *Executor) DoSnapshot(ctx context.Context) (uint64, error) {
 	return job.Run(ctx)
 }
 
-// Prepare is DoSnapshot's first half: the guards and the capture. The
-// caller must Run the job (even a Skipped one).
+// Prepare is DoSnapshot's first half: the guards and the capture, on the
+// calling goroutine (serialized with applies). The caller then Runs the
+// job, on any goroutine, or Cancels it; until then no other save starts.
 func (e *Executor) Prepare() (*SaveJob, error) {
 	return e.prepare(SnapshotOption{}, false /* requested */)
 }
@@ -351,6 +352,22 @@ func (j *SaveJob) create() error {
 // Index returns the index the job saves (0 for a skipped job).
 func (j *SaveJob) Index() uint64 { return j.meta.Index }
 
+// Cancel gives up a job that will not be Run: the capture is released,
+// the writer aborted and the executor free to save again.
+func (j *SaveJob) Cancel() {
+	if j.Skipped || j.capture == nil {
+		return
+	}
+	j.capture.Release()
+	j.capture = nil
+	j.w.Abort()
+	if !j.export {
+		j.e.mu.Lock()
+		j.e.saving = false
+		j.e.mu.Unlock()
+	}
+}
+
 // Run saves the captured state and completes the save (SOFAJRaft
 // onSnapshotSaveDone): if a newer snapshot was installed meanwhile the
 // writer is aborted with ErrStale; else the snapshot is published,
@@ -365,8 +382,12 @@ func (j *SaveJob) Run(ctx context.Context) (uint64, error) {
 		idx, _ := e.LastSnapshot()
 		return idx, nil
 	}
+	if j.capture == nil {
+		return 0, fmt.Errorf("%w: save job canceled or already run", ErrClosed)
+	}
 	err := j.capture.Save(ctx, j.w)
 	j.capture.Release()
+	j.capture = nil
 	if err != nil {
 		err = fmt.Errorf("snapshot: save %d: %w", j.meta.Index, err)
 	}

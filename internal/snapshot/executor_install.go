@@ -163,8 +163,11 @@ func (e *Executor) afterFetch(ctx context.Context, d *download) {
 }
 
 // load verifies every file of the published snapshot and restores the
-// state machine from it.
+// state machine from it. Stop cancels it as well as ctx.
 func (e *Executor) load(ctx context.Context, m raftpb.SnapshotMeta) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.ctx, cancel)()
 	r, err := e.cfg.Store.OpenReader(m.Index)
 	if err != nil {
 		return fmt.Errorf("snapshot: load %d: %w", m.Index, err)

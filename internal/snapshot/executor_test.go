@@ -370,3 +370,24 @@ func TestNewExecutorFallbackNeedsLogCoverage(t *testing.T) {
 		}
 	}
 }
+
+// A prepared job that will not run can be canceled; the executor is then
+// free again and nothing was written.
+func TestSaveJobCancel(t *testing.T) {
+	env := newExecEnv(t)
+	env.sm.apply(100, "s")
+	job, err := env.e.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Cancel()
+	if names, _ := env.fs.List("/follower"); len(names) != 0 {
+		t.Fatalf("left %v", names)
+	}
+	if _, err := job.Run(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Run after Cancel: %v", err)
+	}
+	if idx, err := env.e.DoSnapshot(context.Background()); err != nil || idx != 100 {
+		t.Fatalf("DoSnapshot after Cancel = %d, %v", idx, err)
+	}
+}
