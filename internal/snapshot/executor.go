@@ -223,6 +223,8 @@ type SaveJob struct {
 	w       *Writer
 	opt     SnapshotOption
 	export  bool
+	// rebuild: replaces a quarantined snapshot, possibly at the same index.
+	rebuild bool
 	// Skipped: nothing to do (applied == last snapshot, or the gap is
 	// below SnapshotMinGap); Run returns the last snapshot's index.
 	Skipped bool
@@ -276,6 +278,10 @@ func (e *Executor) RequestSnapshot(ctx context.Context, opt SnapshotOption) (uin
 }
 
 func (e *Executor) prepare(opt SnapshotOption, requested bool) (*SaveJob, error) {
+	return e.prepareMode(opt, requested, false /* rebuild */)
+}
+
+func (e *Executor) prepareMode(opt SnapshotOption, requested, rebuild bool) (*SaveJob, error) {
 	e.mu.Lock()
 	switch {
 	case e.stopped:
@@ -289,7 +295,7 @@ func (e *Executor) prepare(opt SnapshotOption, requested bool) (*SaveJob, error)
 		return nil, fmt.Errorf("%w: is saving another snapshot", ErrBusy)
 	}
 	applied := e.cfg.StateMachine.LastApplied()
-	if !opt.Exported && applied <= e.lastIndex {
+	if !opt.Exported && (applied < e.lastIndex || (applied == e.lastIndex && !rebuild)) {
 		// There might be a false positive as applied is being updated,
 		// but the next snapshot comes in a predictable time (SOFAJRaft).
 		e.mu.Unlock()
@@ -312,7 +318,7 @@ func (e *Executor) prepare(opt SnapshotOption, requested bool) (*SaveJob, error)
 	}
 	e.mu.Unlock()
 
-	job := &SaveJob{e: e, opt: opt, export: opt.Exported}
+	job := &SaveJob{e: e, opt: opt, export: opt.Exported, rebuild: rebuild}
 	err := job.create()
 	if err != nil {
 		if !opt.Exported {
@@ -408,7 +414,7 @@ func (j *SaveJob) done(err error) (uint64, error) {
 		return m.Index, nil
 	}
 	e.mu.Lock()
-	if err == nil && m.Index <= e.lastIndex {
+	if err == nil && (m.Index < e.lastIndex || (m.Index == e.lastIndex && !j.rebuild)) {
 		// InstallSnapshot can break SaveSnapshot: the snapshot installed
 		// meanwhile is newer than this one (SOFAJRaft ESTALE).
 		err = fmt.Errorf("%w: discarding snapshot %d, last snapshot is %d", ErrStale, m.Index, e.lastIndex)
@@ -470,4 +476,37 @@ func (e *Executor) reportError(err error) {
 		return
 	}
 	e.log.Error("snapshot: executor error", "err", err)
+}
+
+// RebuildSnapshot checks the latest snapshot in full (every CRC32C) and, if
+// it is damaged, quarantines it and takes a fresh one from the state
+// machine, even at the same index (REQUIREMENTS §29: a leader that cannot
+// read its own snapshot builds a new one rather than failing every
+// follower that needs it). It returns the index of the good snapshot.
+// ErrBusy if the damaged snapshot is being read (a transfer holds it).
+func (e *Executor) RebuildSnapshot(ctx context.Context) (uint64, error) {
+	r, err := e.cfg.Store.OpenReader(0)
+	if errors.Is(err, ErrNotFound) {
+		return 0, err
+	} else if err != nil {
+		return 0, err
+	}
+	index := r.Index()
+	verr := r.Verify()
+	r.Close()
+	if verr == nil {
+		return index, nil
+	}
+	if !errors.Is(verr, ErrChecksum) {
+		return 0, verr
+	}
+	e.log.Error("snapshot: latest snapshot is damaged; rebuilding it", "index", index, "err", verr)
+	if err := e.cfg.Store.Quarantine(index, verr); err != nil {
+		return 0, err
+	}
+	job, err := e.prepareMode(SnapshotOption{}, true /* requested */, true /* rebuild */)
+	if err != nil {
+		return 0, err
+	}
+	return job.Run(ctx)
 }

@@ -391,3 +391,34 @@ func TestSaveJobCancel(t *testing.T) {
 		t.Fatalf("DoSnapshot after Cancel = %d, %v", idx, err)
 	}
 }
+
+// REQUIREMENTS §29: a damaged latest snapshot is quarantined and rebuilt
+// from the state machine, at the same index if nothing new was applied.
+func TestRebuildDamagedSnapshot(t *testing.T) {
+	env := newExecEnv(t)
+	env.sm.apply(100, "good")
+	env.e.DoSnapshot(context.Background())
+	if idx, err := env.e.RebuildSnapshot(context.Background()); err != nil || idx != 100 {
+		t.Fatalf("healthy: %d, %v", idx, err)
+	}
+	writeFileSync(env.fs, "/follower/"+publishedName(100)+"/data", []byte("baad"))
+	sending, _ := env.store.OpenReader(100)
+	if _, err := env.e.RebuildSnapshot(context.Background()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("while sent: %v", err)
+	}
+	sending.Close()
+	idx, err := env.e.RebuildSnapshot(context.Background())
+	if err != nil || idx != 100 {
+		t.Fatalf("rebuild: %d, %v", idx, err)
+	}
+	if got := readData(t, env.store, 100); got != "good" {
+		t.Fatalf("rebuilt snapshot holds %q", got)
+	}
+	if sk := env.store.Skipped(); len(sk) != 1 || sk[0].Index != 100 || !errors.Is(sk[0].Err, ErrChecksum) {
+		t.Fatalf("skipped %+v", sk)
+	}
+	// Still strict otherwise: a normal save at the same index is stale.
+	if _, err := env.e.RequestSnapshot(context.Background(), SnapshotOption{}); !errors.Is(err, ErrNoNewEntries) {
+		t.Fatalf("RequestSnapshot: %v", err)
+	}
+}

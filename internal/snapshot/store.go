@@ -570,3 +570,32 @@ func (s *Store) findLocked(index uint64) *entry {
 func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
 
 func isStale(err error) bool { return errors.Is(err, ErrStale) }
+
+// Quarantine moves the published snapshot at index aside as .corrupt
+// (kept for the operator, listed by Skipped) after a full verification
+// failed with cause. ErrBusy while a Reader holds it; ErrNotFound if there
+// is no such snapshot.
+func (s *Store) Quarantine(index uint64, cause error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usableLocked(); err != nil {
+		return err
+	}
+	i := slices.IndexFunc(s.snaps, func(e *entry) bool { return e.meta.Index == index })
+	if i < 0 {
+		return fmt.Errorf("%w: index %d", ErrNotFound, index)
+	}
+	e := s.snaps[i]
+	if e.refs > 0 {
+		return fmt.Errorf("%w: snapshot %d is being read", ErrBusy, index)
+	}
+	to := tempName(index, s.nextSeqLocked(), kindCorrupt)
+	if err := s.fs.Rename(s.path(e.name), s.path(to)); err != nil {
+		return fmt.Errorf("snapshot: quarantine %s: %w", e.name, err)
+	}
+	s.snaps = slices.Delete(s.snaps, i, i+1)
+	s.skipped = append([]Skipped{{Index: index, Dir: to, Err: cause}}, s.skipped...)
+	slices.SortStableFunc(s.skipped, func(a, b Skipped) int { return cmp.Compare(b.Index, a.Index) })
+	s.log.Warn("snapshot: quarantined a damaged snapshot", "dir", e.name, "to", to, "err", cause)
+	return s.syncDir(s.dir)
+}
