@@ -239,7 +239,9 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 		crc      uint32
 		unsynced int64
 	)
+	sy := newSyncer(c.tx)
 	defer func() {
+		sy.stop()
 		if cur != nil {
 			_ = cur.Close() // keeps (and syncs) what was written, for a resume
 		}
@@ -275,7 +277,7 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 		c.st.moved.Add(t.n)
 		c.wd.kick()
 		if unsynced += t.n; unsynced >= c.r.cfg.SyncBytes {
-			if err := cur.Sync(); err != nil {
+			if err := sy.request(job.name); err != nil {
 				return err
 			}
 			unsynced = 0
@@ -307,4 +309,68 @@ func (c *copier) finishFile(w *ReceiveFile, job *fileJob, crc uint32) error {
 		_ = z.Close()
 	}
 	return fmt.Errorf("%w: %s: crc %08x, meta says %08x", ErrFileChecksum, job.name, crc, job.crc)
+}
+
+// syncer fsyncs receiving files in the background, through a handle of its
+// own, so that the writer never waits for the disk in mid-file: the data a
+// restarted receiver finds again is durable (REQUIREMENTS §4), and the
+// fsync at each file's end has little left to do. A request while one is
+// pending is dropped; the next one covers it.
+type syncer struct {
+	tx   *ReceiveTx
+	reqs chan string
+	done chan struct{}
+	mu   sync.Mutex
+	err  error // the first failed fsync; final, never retried
+}
+
+func newSyncer(tx *ReceiveTx) *syncer {
+	s := &syncer{tx: tx, reqs: make(chan string, 1), done: make(chan struct{})}
+	go s.run()
+	return s
+}
+
+func (s *syncer) run() {
+	defer close(s.done)
+	fs := s.tx.s.fs
+	for name := range s.reqs {
+		if s.failed() != nil {
+			continue
+		}
+		p := fs.PathJoin(s.tx.Dir(), name)
+		f, err := fs.Open(p)
+		if err == nil {
+			err = f.Sync()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.err = fmt.Errorf("snapshot: sync %s: %w", name, err)
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *syncer) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// request asks for an fsync of the named file and reports an earlier
+// failure.
+func (s *syncer) request(name string) error {
+	select {
+	case s.reqs <- name:
+	default:
+	}
+	return s.failed()
+}
+
+// stop waits for the fsync in progress.
+func (s *syncer) stop() {
+	close(s.reqs)
+	<-s.done
 }
