@@ -69,7 +69,7 @@ type benchNet struct {
 
 // benchCompactEvery: replicas snapshot and compact their MemoryLog this
 // often (in entries), so memory stays bounded over a long run.
-const benchCompactEvery = 1 << 14
+const benchCompactEvery = 1 << 12
 
 func newBenchNet(b *testing.B, n int) *benchNet {
 	b.Helper()

@@ -41,9 +41,11 @@ func TestSimulation(t *testing.T) {
 	switch {
 	case *simLong:
 		seeds = 20000
-	case raceEnabled || testing.Short():
-		// The race detector makes the simulation ~10x slower.
+	case testing.Short():
 		seeds = 60
+	case raceEnabled:
+		// The race detector makes the simulation ~5x slower.
+		seeds = 200
 	}
 	first := uint64(0)
 	if *simSeed >= 0 {
