@@ -209,9 +209,13 @@ func Open(fs vfs.FS, dir string, opts Options) (*Store, error) {
 			continue
 		case kindReceiving:
 			if s.receiving == "" && f.index > latest {
-				if b, err := s.readMetaBytes(f.name); err == nil {
-					s.receiving, s.receivingMeta = f.name, b
-					continue
+				b, err := s.readMetaBytes(f.name)
+				if err == nil {
+					m, _ := DecodeMeta(b)
+					if m.Index == f.index && (s.group == 0 || m.Group == s.group) {
+						s.receiving, s.receivingMeta = f.name, b
+						continue
+					}
 				}
 			}
 		}
