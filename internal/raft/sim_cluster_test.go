@@ -203,6 +203,8 @@ type simCluster struct {
 	proposals, reads int
 	// members are the live members found converged, for the final check.
 	members []raftpb.ReplicaID
+	// jointCut is the joint configuration maybePartitionJoint last saw.
+	jointCut uint64
 	// lastProbe is when the calm phase last proposed its probe entry.
 	lastProbe int64
 	// stats for the report and for tuning.

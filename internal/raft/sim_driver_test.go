@@ -39,6 +39,7 @@ func (c *simCluster) chaosTick() {
 	if c.rng.Float64() < c.o.pPartition {
 		c.partition()
 	}
+	c.maybePartitionJoint()
 	for _, id := range c.ids {
 		if n := c.nodes[id]; n.idle() && c.rng.IntN(10) == 0 {
 			c.compact(n)
@@ -242,6 +243,40 @@ func (c *simCluster) partition() {
 	}
 }
 
+// maybePartitionJoint sometimes cuts a leader that has just entered a joint
+// configuration, with the voters only the new configuration has, off from
+// everyone else: the old configuration's majority must not be able to
+// decide alone, nor the new one's.
+func (c *simCluster) maybePartitionJoint() {
+	l := c.leader()
+	if c.o.pPartition == 0 || l == nil || !l.r.membership.IsJoint() || l.r.membership.ConfigChangeIndex == c.jointCut {
+		return
+	}
+	m := l.r.membership
+	c.jointCut = m.ConfigChangeIndex
+	if c.rng.IntN(2) == 0 {
+		return
+	}
+	side := map[raftpb.ReplicaID]bool{l.id: true}
+	for _, x := range m.Voters {
+		if !memberOf(raftpb.Membership{Voters: m.VotersOutgoing}, x.ID) {
+			side[x.ID] = true
+		}
+	}
+	until := c.now + (5+c.rng.Int64N(40))*simTick
+	for _, a := range c.ids {
+		for _, b := range c.ids {
+			if side[a] != side[b] {
+				c.cuts[[2]raftpb.ReplicaID{a, b}] = until
+			}
+		}
+	}
+	c.stats.partitions++
+	if c.trace.on {
+		c.trace.add(c.now, 0, "partition", fmt.Sprintf("joint %s until=%d cuts=%v", membershipFingerprint(m), until, c.activeCuts()))
+	}
+}
+
 func (c *simCluster) activeCuts() string {
 	var b strings.Builder
 	for _, a := range c.ids {
@@ -311,6 +346,13 @@ func (c *simCluster) changeMembership() {
 		cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.RemoveReplica, Replica: pick(m.Voters)}}
 	case op == 4 && len(m.NonVoters) > 0:
 		cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.RemoveReplica, Replica: pick(m.NonVoters)}}
+	case op == 7 && len(m.NonVoters) > 0:
+		// Promote a non-voter in place of a voter, jointly.
+		cc.Transition = raftpb.ConfChangeTransition(c.rng.IntN(3))
+		cc.Changes = []raftpb.ConfChangeSingle{
+			{Type: raftpb.AddVoter, Replica: pick(m.NonVoters)},
+			{Type: raftpb.RemoveReplica, Replica: pick(m.Voters)},
+		}
 	case op >= 5 && members < c.o.maxReplicas:
 		cc.Transition = raftpb.ConfChangeTransition(c.rng.IntN(3))
 		cc.Changes = []raftpb.ConfChangeSingle{
