@@ -93,7 +93,8 @@ func (r *Replica) handleFollowerHeartbeat(m *raftpb.Message) error {
 	// The leader caps Commit at what we hold, so this never commits an
 	// entry that may not match.
 	r.log.commitTo(min(m.Commit, r.log.lastIndex()))
-	resp := raftpb.Message{To: m.From, Type: raftpb.MsgHeartbeatResp, Context: m.Context}
+	// LogTerm echoes the leader's tick of the heartbeat (lease reads).
+	resp := raftpb.Message{To: m.From, Type: raftpb.MsgHeartbeatResp, Context: m.Context, LogTerm: m.LogTerm}
 	if r.installing != nil {
 		// Tell the leader the snapshot is still being received, so it
 		// keeps us in StateSnapshot.

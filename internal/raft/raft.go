@@ -100,6 +100,17 @@ type Replica struct {
 	// may exist before our lease would expire; reads then need a heartbeat
 	// quorum. Invariant: false after reset (a new term or role).
 	leaseRevoked bool
+	// ticks counts every Tick since New. Heartbeats carry it (LogTerm) and
+	// responses echo it, so a leader knows when each follower last heard
+	// from it in its own clock (lease reads).
+	ticks uint64
+	// restartGuard: until this replica hears from a leader or an election
+	// timeout passes after New, it treats vote requests as if it had just
+	// heard from a leader. A replica that crashed has forgotten its leader
+	// contact; without the guard it could vote at once after a restart and
+	// cut short a lease the old leader still relies on. Only lease reads
+	// rely on it, so it is on only with ReadOnlyLeaseBased.
+	restartGuard bool
 	// pendingConfIndex: a config change may only be proposed once the
 	// log is applied up to here (one pending change at a time).
 	pendingConfIndex uint64
@@ -172,6 +183,7 @@ func New(cfg Config, reader LogReader) (*Replica, error) {
 		return nil, err
 	}
 	r.becomeFollower(r.term, raftpb.None)
+	r.restartGuard = cfg.ReadOnly == ReadOnlyLeaseBased
 	r.prevHardState = r.hardState()
 	r.prevSoftState = r.softState()
 	return r, nil
@@ -247,6 +259,7 @@ func (r *Replica) reset(term uint64) {
 	r.resetRandomizedElectionTimeout()
 	r.abortLeaderTransfer()
 	r.leaseRevoked = false
+	r.restartGuard = false
 	r.trk.ResetVotes()
 	last := r.log.lastIndex()
 	r.trk.Visit(func(id raftpb.ReplicaID, pr *tracker.Progress) {
@@ -307,6 +320,7 @@ func (r *Replica) becomeLeader() {
 
 // Tick advances the logical clock by one tick.
 func (r *Replica) Tick() {
+	r.ticks++
 	if r.role == Leader {
 		r.tickHeartbeat()
 	} else {
@@ -488,7 +502,8 @@ func (r *Replica) Step(m raftpb.Message) error {
 func (r *Replica) stepHigherTerm(m *raftpb.Message) bool {
 	if m.Type == raftpb.MsgVote || m.Type == raftpb.MsgPreVote {
 		force := bytes.Equal(m.Context, transferCtx)
-		inLease := r.cfg.CheckQuorum && r.lead != raftpb.None && r.electionElapsed < r.cfg.ElectionTicks
+		inLease := r.cfg.CheckQuorum && (r.lead != raftpb.None || r.restartGuard) &&
+			r.electionElapsed < r.cfg.ElectionTicks
 		if !force && inLease {
 			// Leader stickiness (thesis §4.2.3): we heard from a live
 			// leader within the minimum election timeout.

@@ -67,10 +67,11 @@ func (r *Replica) handleLeaderReadIndex(m *raftpb.Message) error {
 
 func (r *Replica) serveReadIndex(m raftpb.Message) {
 	switch {
-	case r.cfg.ReadOnly == ReadOnlyLeaseBased && !r.leaseRevoked:
-		// CheckQuorum guarantees we step down within an election timeout
-		// of losing the quorum, so our lease still holds — unless we sent
-		// MsgTimeoutNow, whose election ignores leases.
+	case r.cfg.ReadOnly == ReadOnlyLeaseBased && !r.leaseRevoked && r.leaseValid():
+		// A quorum has heard from us recently enough that none of its
+		// members will vote for another candidate yet (leader
+		// stickiness), so no other leader can exist: our commit index
+		// is current.
 		r.respondReadIndex(m, r.log.committed)
 	default:
 		key := string(m.Context)
@@ -82,6 +83,28 @@ func (r *Replica) serveReadIndex(m raftpb.Message) {
 		r.readOnly.queue = append(r.readOnly.queue, key)
 		r.bcastHeartbeat()
 	}
+}
+
+// leaseValid reports whether our leader lease holds now. A follower ignores
+// vote requests for ElectionTicks of its ticks after hearing from us; we
+// know it heard from us no earlier than the tick echoed in its latest
+// heartbeat response. The lease holds while a quorum's such tick is recent:
+// ticks - quorumTick < ElectionTicks - leaseMarginTicks. The margin covers
+// the phase difference between our tick and the follower's (one tick) and
+// clock drift between hosts (one more). Without an acknowledged heartbeat in
+// this term there is no lease and reads confirm leadership by heartbeat.
+func (r *Replica) leaseValid() bool {
+	const leaseMarginTicks = 2
+	quorumTick := r.trk.Voters.CommittedIndex(func(id raftpb.ReplicaID) (uint64, bool) {
+		if id == r.id {
+			return r.ticks, true
+		}
+		if pr := r.trk.Progress(id); pr != nil {
+			return pr.LeaseTick, true
+		}
+		return 0, false
+	})
+	return quorumTick > 0 && r.ticks+leaseMarginTicks < quorumTick+uint64(r.cfg.ElectionTicks)
 }
 
 // releasePendingReadIndex serves reads that waited for the first commit of

@@ -203,9 +203,21 @@ func (r *Replica) handleLeaderHeartbeatResp(m *raftpb.Message) error {
 	}
 	pr.RecentActive = true
 	pr.MsgAppFlowPaused = false
-	if pr.State == tracker.StateSnapshot && m.Index != 0 && m.Index >= pr.PendingSnapshot {
-		// The replica is still receiving our snapshot: that is progress.
-		pr.SnapshotTicks = 0
+	// The response echoes the tick at which we sent the heartbeat: the
+	// replica has heard from us no earlier than that.
+	pr.LeaseTick = max(pr.LeaseTick, m.LogTerm)
+	if pr.State == tracker.StateSnapshot {
+		switch {
+		case m.Index != 0 && m.Index >= pr.PendingSnapshot:
+			// The replica is still receiving our snapshot: progress.
+			pr.SnapshotTicks = 0
+		case pr.SnapshotTicks > r.cfg.ElectionTicks:
+			// An election timeout after the offer, the replica says it
+			// is receiving nothing: it restarted or dropped the offer.
+			// Offer again now rather than after SnapshotTimeoutTicks.
+			pr.PendingSnapshot = 0
+			pr.BecomeProbe()
+		}
 	}
 	// A snapshot the log reader could not provide yet is retried by
 	// tickSnapshotProgress once per heartbeat interval; retrying here too
@@ -258,5 +270,5 @@ func (r *Replica) sendHeartbeat(to raftpb.ReplicaID, pr *tracker.Progress, ctx [
 	// Never tell a replica to commit beyond what it is known to hold:
 	// its log past Match may not match ours.
 	r.send(raftpb.Message{To: to, Type: raftpb.MsgHeartbeat,
-		Commit: min(pr.Match, r.log.committed), Context: ctx})
+		Commit: min(pr.Match, r.log.committed), Context: ctx, LogTerm: r.ticks})
 }

@@ -121,6 +121,15 @@ func DescribeMessage(m raftpb.Message) string {
 		fmt.Fprintf(&b, " Log:%d/%d", m.LogTerm, m.Index)
 	case raftpb.MsgTransferLeader:
 		fmt.Fprintf(&b, " Target:%d", m.Index)
+	case raftpb.MsgHeartbeat, raftpb.MsgHeartbeatResp:
+		// LogTerm carries the leader's tick (lease reads); Index, in a
+		// response, the snapshot being received.
+		if m.Index != 0 {
+			fmt.Fprintf(&b, " Index:%d", m.Index)
+		}
+		if m.LogTerm != 0 {
+			fmt.Fprintf(&b, " Tick:%d", m.LogTerm)
+		}
 	default:
 		if m.Index != 0 || m.Type == raftpb.MsgReplicateResp || m.Type == raftpb.MsgReadIndexResp {
 			fmt.Fprintf(&b, " Index:%d", m.Index)

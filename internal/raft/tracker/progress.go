@@ -49,6 +49,9 @@ type Progress struct {
 	// RecentActive: the replica was heard from since the last check-quorum
 	// round. Reset by the leader every election timeout.
 	RecentActive bool
+	// LeaseTick is the latest leader tick at which the leader sent a
+	// heartbeat that this replica acknowledged (0: none in this term).
+	LeaseTick uint64
 	// MsgAppFlowPaused: in StateProbe a message was sent and no reply has
 	// come since; in StateReplicate, Inflights is full.
 	MsgAppFlowPaused bool
