@@ -41,8 +41,9 @@ type SenderConfig struct {
 // leader's end of the transfer and implements FileSource in process. One
 // Sender per host, shared by all groups. Safe for concurrent use.
 type Sender struct {
-	cfg   SenderConfig
-	codec *chunkCodec
+	cfg     SenderConfig
+	codec   *chunkCodec
+	rawPool sync.Pool // *[]byte: raw chunks awaiting compression
 
 	mu      sync.Mutex
 	next    ReaderID
@@ -94,7 +95,9 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	next := ReaderID(binary.LittleEndian.Uint64(seed[:]) >> 1)
-	return &Sender{cfg: cfg, codec: codec, next: next, readers: make(map[ReaderID]*reader)}, nil
+	s := &Sender{cfg: cfg, codec: codec, next: next, readers: make(map[ReaderID]*reader)}
+	s.rawPool.New = func() any { return new([]byte) }
+	return s, nil
 }
 
 // Register starts serving the snapshot h to peer and returns the reader ID
@@ -282,9 +285,15 @@ func (s *Sender) GetFile(ctx context.Context, id ReaderID, name string, offset, 
 	}
 	raw := buf
 	if r.meta.Compression != raftpb.NoCompression {
-		// NB: a fresh buffer per compressed chunk: buf receives the encoded
-		// bytes and must not alias the raw ones.
-		raw = nil
+		// NB: buf receives the encoded bytes and must not alias the raw
+		// ones; the raw ones go through a pooled buffer, so that memory
+		// stays bounded by the chunks in flight, not by allocation churn.
+		p := s.rawPool.Get().(*[]byte)
+		defer s.rawPool.Put(p)
+		if int64(cap(*p)) < length {
+			*p = make([]byte, length)
+		}
+		raw = *p
 	}
 	if int64(cap(raw)) < length {
 		raw = make([]byte, length)
