@@ -101,7 +101,7 @@ type InstallRequest struct {
 }
 
 // Receive pulls the snapshot named by req from src into store and
-// publishes it. It returns the published meta.
+// publishes it. It returns the published meta and the transfer's counters.
 //
 // Before it asks the source for anything it takes a receive slot
 // (ErrNoSlot when none is free). It resumes whatever an earlier attempt at
@@ -112,15 +112,18 @@ type InstallRequest struct {
 // ErrReaderNotFound, ErrChunkPastEnd, ErrChunkCorrupt, ErrProgressTimeout,
 // ErrFileChecksum, the store's ErrStale/ErrBusy/ErrBadFileName, ENOSPC,
 // ctx's cause; IsRetryable tells which a retry may fix.
-func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest, src FileSource) (raftpb.SnapshotMeta, error) {
+func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest, src FileSource) (ReceiveResult, error) {
 	release, ok := r.cfg.Throttle.TryReserveRecv()
 	if !ok {
-		return raftpb.SnapshotMeta{}, ErrNoSlot
+		return ReceiveResult{}, ErrNoSlot
 	}
 	defer release()
 	st := r.cfg.Transfers.start(Receiving, req.Meta.Group, req.From, req.Meta.Index)
 	defer st.finish()
 	st.setPhase(PhaseMeta)
+	result := func(m raftpb.SnapshotMeta) ReceiveResult {
+		return ReceiveResult{Meta: m, Progress: st.snapshot(r.cfg.Transfers.now())}
+	}
 
 	// One watchdog for the whole transfer: any step that makes no progress
 	// for ChunkTimeout (meta, checksums, chunks) cancels it.
@@ -130,24 +133,32 @@ func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest
 	if err != nil {
 		err = wd.classify(ctx, err)
 		st.fail(err)
-		return raftpb.SnapshotMeta{}, err
+		return result(raftpb.SnapshotMeta{}), err
 	}
 	wd.kick()
 	st.group, st.index = meta.Group, meta.Index
 	tx, err := store.Receive(meta)
 	if err != nil {
 		st.fail(err)
-		return raftpb.SnapshotMeta{}, err
+		return result(raftpb.SnapshotMeta{}), err
 	}
 	c := &copier{r: r, tx: tx, meta: meta, src: src, reader: req.Reader, st: st, wd: wd}
 	if err := c.run(wctx); err != nil {
 		err = wd.classify(ctx, err)
 		st.fail(err)
 		_ = tx.Close() // keep the directory: the next attempt resumes it
-		return raftpb.SnapshotMeta{}, err
+		return result(raftpb.SnapshotMeta{}), err
 	}
 	st.setPhase(PhaseDone)
-	return meta, nil
+	return result(meta), nil
+}
+
+// ReceiveResult is what a Receive did: the published meta (empty on
+// failure) and the transfer's final progress — bytes moved, resumed from an
+// earlier attempt and hard-linked — for the install answer and metrics.
+type ReceiveResult struct {
+	Meta     raftpb.SnapshotMeta
+	Progress Progress
 }
 
 // fetchMeta asks the source for the meta and checks it against the

@@ -21,12 +21,15 @@ func TestTransferRoundTrip(t *testing.T) {
 			req := p.register(t)
 			src := &countingSource{FileSource: p.sender}
 			r := newTestReceiver(t, ReceiverConfig{InFlight: 3})
-			m, err := r.Receive(context.Background(), p.follower, req, src)
+			res, err := r.Receive(context.Background(), p.follower, req, src)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if m.Index != 100 || m.Compression != comp {
+			if m := res.Meta; m.Index != 100 || m.Compression != comp {
 				t.Fatalf("published meta %+v", m)
+			}
+			if pr := res.Progress; pr.Phase != PhaseDone || pr.BytesMoved != filesSize(p.files) || pr.BytesDone != pr.BytesTotal {
+				t.Fatalf("final progress %+v", pr)
 			}
 			checkPublished(t, p.followerFS, p.follower, 100, p.files)
 			size := filesSize(p.files)
