@@ -133,18 +133,26 @@ func (ts *Transfers) remove(s *transferState) {
 type transferState struct {
 	owner   *Transfers
 	dir     Direction
-	group   raftpb.GroupID
+	group   raftpb.GroupID // guarded by mu
 	peer    raftpb.ReplicaID
-	index   uint64
+	index   uint64 // guarded by mu
 	started time.Time
 
 	phase                         atomic.Uint32
 	total, moved, resumed, linked atomic.Int64
 	mu                            sync.Mutex
-	err                           error
+	err                           error // guarded by mu, like group and index
 }
 
 func (s *transferState) setPhase(p Phase) { s.phase.Store(uint32(p)) }
+
+// identify records the group and index once the meta is known (a receiver
+// may start before it knows them).
+func (s *transferState) identify(g raftpb.GroupID, index uint64) {
+	s.mu.Lock()
+	s.group, s.index = g, index
+	s.mu.Unlock()
+}
 
 func (s *transferState) fail(err error) {
 	s.mu.Lock()
@@ -158,13 +166,13 @@ func (s *transferState) finish() { s.owner.remove(s) }
 
 func (s *transferState) snapshot(now time.Time) Progress {
 	s.mu.Lock()
-	err := s.err
+	err, group, index := s.err, s.group, s.index
 	s.mu.Unlock()
 	p := Progress{
 		Direction:    s.dir,
-		Group:        s.group,
+		Group:        group,
 		Peer:         s.peer,
-		Index:        s.index,
+		Index:        index,
 		Phase:        Phase(s.phase.Load()),
 		BytesTotal:   s.total.Load(),
 		BytesMoved:   s.moved.Load(),

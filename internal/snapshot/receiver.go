@@ -136,7 +136,7 @@ func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest
 		return result(raftpb.SnapshotMeta{}), err
 	}
 	wd.kick()
-	st.group, st.index = meta.Group, meta.Index
+	st.identify(meta.Group, meta.Index)
 	tx, err := store.Receive(meta)
 	if err != nil {
 		st.fail(err)

@@ -30,6 +30,27 @@ func TestTransferConcurrentGroups(t *testing.T) {
 	}
 	defer sender.Close()
 	r := newTestReceiver(t, ReceiverConfig{ChunkSize: 8 << 10, InFlight: 3, Throttle: th})
+	// A status endpoint polls progress all along (races show under -race).
+	stopPoll := make(chan struct{})
+	polled := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stopPoll:
+				polled <- n
+				return
+			default:
+			}
+			for _, pr := range r.Transfers().List() {
+				if pr.BytesDone > pr.BytesTotal && pr.BytesTotal > 0 {
+					t.Errorf("progress past the total: %+v", pr)
+				}
+			}
+			n++
+			runtime.Gosched()
+		}
+	}()
 	var wg sync.WaitGroup
 	for g := range groups {
 		wg.Go(func() {
@@ -77,6 +98,8 @@ func TestTransferConcurrentGroups(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	close(stopPoll)
+	<-polled
 	if s, rcv, gen := th.InUse(); s+rcv+gen != 0 {
 		t.Fatalf("slots still held: sends %d, receives %d, generations %d", s, rcv, gen)
 	}
