@@ -5,7 +5,7 @@ package snapshot
 // The model is braft's and SOFAJRaft's pull copy, made resumable:
 //
 //	leader (sender)                               follower (receiver)
-//	Sender.Register(group, peer, index)
+//	Sender.Register(peer, store.OpenReader(i))
 //	  holds a store reference, takes a send slot
 //	  ─── InstallSnapshot{meta, reader} ──────────►  Receiver.Receive(req, source)
 //	                                                  takes a receive slot FIRST
@@ -33,8 +33,20 @@ package snapshot
 // a chunk boundary (a torn last write is dropped) and the prefix is verified
 // by comparing its local CRC32C with the sender's Checksum of the same range;
 // on a mismatch the prefix is halved until it matches or is empty. Nothing is
-// fetched twice that verified. Files the receiver's latest published snapshot
-// holds with the same name, size and CRC32C are hard-linked, never fetched.
+// fetched twice that verified. A complete file whose CRC32C is wrong is
+// fetched again whole (it may be a hard link into a published snapshot).
+// Files the receiver's latest published snapshot holds with the same name,
+// size and CRC32C are hard-linked by the store, never fetched. While a file
+// is written, a background goroutine fsyncs it every SyncBytes, so that a
+// restarted receiver finds most of it again without the writer waiting.
+//
+// Compression is a property of the stream, not of the files at rest: files
+// stay raw on both ends and each chunk travels as one block encoded per the
+// meta's Compression (compress.go).
+//
+// Seams: FileSource is the transport's side (Sender in process, TCPSource
+// over a socket, the transport package later); the store's ReceiveTx is the
+// disk's side; Throttle and Transfers are shared by every group of a host.
 //
 // Ranges are half-open: GetFile(name, off, n) is bytes [off, off+n).
 
