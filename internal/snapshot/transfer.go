@@ -124,6 +124,7 @@ func IsRetryable(err error) bool {
 	case errors.As(err, &re),
 		errors.Is(err, ErrProgressTimeout),
 		errors.Is(err, ErrNoSlot),
+		errors.Is(err, ErrBusy), // the store is receiving (or saving) another
 		errors.Is(err, ErrChunkCorrupt),
 		errors.Is(err, syscall.ENOSPC):
 		return true
