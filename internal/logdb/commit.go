@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/skiffdb/skiff/internal/logdb/wal"
 )
@@ -72,6 +73,9 @@ func (db *DB) submit(encode func(*batch) error) error {
 		return nil // nothing to write
 	}
 	b.waiters++
+	if db.mu.gathering {
+		db.maybeEndGatherLocked()
+	}
 	for !b.done {
 		if !db.mu.writing {
 			db.lead(b)
@@ -81,6 +85,10 @@ func (db *DB) submit(encode func(*batch) error) error {
 	}
 	err := b.err
 	b.waiters--
+	db.mu.draining--
+	if db.mu.gathering {
+		db.maybeEndGatherLocked()
+	}
 	if b.waiters == 0 && db.mu.spare == nil {
 		b.reset()
 		db.mu.spare = b
@@ -96,6 +104,7 @@ func (db *DB) lead(b *batch) {
 		panic("logdb: leader's batch is not the filling batch")
 	}
 	db.mu.writing = true
+	db.gatherLocked(b)
 	next := db.mu.spare
 	if next == nil {
 		next = newBatch()
@@ -112,6 +121,9 @@ func (db *DB) lead(b *batch) {
 		g.busy = false
 	}
 	b.done, b.err = true, err
+	db.mu.lastWaiters = b.waiters
+	db.mu.lastWrite = db.lastWrite
+	db.mu.draining += b.waiters
 	b.cond.Broadcast()
 	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
 		db.mu.failed = err
@@ -128,9 +140,48 @@ func (db *DB) lead(b *batch) {
 	}
 }
 
+// gatherLocked lets the callers of the previous batch join b before it is
+// written. Those callers were all woken at once when their batch became
+// durable; without this, the first of them to come back leads right away
+// and the others — still being scheduled — miss b and wait a whole write
+// for the next batch, so a steady load splits into two half-size batches
+// per round trip. The leader waits while b holds fewer callers than the
+// previous batch and some of the previous batch's callers have not yet
+// returned from submit, at most gatherFraction of the last write+sync.
+// It never waits after a batch that was no larger than b (a single
+// sequential writer never waits), and it needs no timer: every caller
+// that arrives or returns meanwhile re-evaluates the condition
+// (maybeEndGatherLocked), and when none is left to return the wait ends.
+// Called with db.mu held and db.mu.writing set.
+func (db *DB) gatherLocked(b *batch) {
+	if db.mu.draining == 0 || b.waiters >= db.mu.lastWaiters || db.mu.lastWrite <= 0 {
+		return
+	}
+	db.mu.gathering = true
+	db.mu.gatherUntil = time.Now().Add(db.mu.lastWrite / gatherFraction)
+	for db.mu.gathering {
+		db.mu.gather.Wait()
+	}
+}
+
+// gatherFraction bounds a leader's wait for stragglers to this fraction
+// of the last write+sync.
+const gatherFraction = 4
+
+// maybeEndGatherLocked wakes the gathering leader once the filling batch
+// is as large as the previous one, every caller of the previous batches
+// has returned, or the wait has lasted long enough.
+func (db *DB) maybeEndGatherLocked() {
+	if db.mu.draining == 0 || db.mu.cur.waiters >= db.mu.lastWaiters || time.Now().After(db.mu.gatherUntil) {
+		db.mu.gathering = false
+		db.mu.gather.Signal()
+	}
+}
+
 // write makes b durable and applies it. Runs without db.mu, as the only
 // writer.
 func (db *DB) write(b *batch) error {
+	start := time.Now()
 	pos, err := db.wal.Write(&b.wb)
 	if err != nil {
 		return db.walErr(err)
@@ -138,6 +189,7 @@ func (db *DB) write(b *batch) error {
 	if err := db.wal.Sync(); err != nil {
 		return db.walErr(err)
 	}
+	db.lastWrite = time.Since(start)
 	db.stats.batches.Add(1)
 	db.stats.entries.Add(uint64(b.entries))
 	db.stats.bytes.Add(uint64(b.wb.Size()))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/internal/logdb/wal"
@@ -108,6 +109,19 @@ type DB struct {
 		idle       sync.Cond // broadcast when a leader finishes
 		closed     bool
 		failed     error
+
+		// Group-commit pacing (see gatherLocked).
+		// draining: callers whose batch is done that have not yet
+		// returned from submit.
+		draining int
+		// lastWaiters and lastWrite: callers in, and write+sync time of,
+		// the last batch written.
+		lastWaiters int
+		lastWrite   time.Duration
+		// gathering: a leader waits on gather until gatherUntil.
+		gathering   bool
+		gatherUntil time.Time
+		gather      sync.Cond
 	}
 
 	// Owned by the commit leader (and by Open before it returns).
@@ -125,6 +139,7 @@ type DB struct {
 	slab       slab
 	evictQ     evictQueue
 	rewrite    wal.Batch
+	lastWrite  time.Duration // of the last batch's write+sync
 	stats      statsCounters
 }
 
@@ -166,6 +181,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 	db.mu.cur = newBatch()
 	db.mu.cur.cond.L = &db.mu
 	db.mu.idle.L = &db.mu
+	db.mu.gather.L = &db.mu
 	db.gcDirty = true
 	return db, nil
 }

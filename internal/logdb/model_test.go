@@ -66,10 +66,15 @@ func (m model) get(id raftpb.GroupID) *mgroup {
 
 // crashPoint takes a crash clone of the FS at the n-th file operation.
 type crashPoint struct {
-	mem     *vfs.MemFS
-	rng     *rand.Rand
-	ops     atomic.Int64
-	at      atomic.Int64
+	mem *vfs.MemFS
+	rng *rand.Rand // under mu
+	ops atomic.Int64
+	at  atomic.Int64
+	// anyOp: instead of cloning at op number at, keep a clone taken at an
+	// op chosen uniformly among all ops so far (reservoir sampling: clone
+	// at op n with probability 1/n), so a clone is always taken however
+	// many ops the run turns out to need.
+	anyOp   bool
 	mu      sync.Mutex
 	clone   *vfs.MemFS
 	onClone func() // runs at the moment of the clone
@@ -78,7 +83,17 @@ type crashPoint struct {
 func (c *crashPoint) String() string { return "crash point" }
 
 func (c *crashPoint) MaybeError(op errorfs.Op) error {
-	if n := c.ops.Add(1); n == c.at.Load() {
+	n := c.ops.Add(1)
+	if c.anyOp {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.rng.Int64N(n) == 0 {
+			c.clone = c.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: c.rng.IntN(101), RNG: c.rng})
+			c.onClone()
+		}
+		return nil
+	}
+	if n == c.at.Load() {
 		c.mu.Lock()
 		c.clone = c.mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: c.rng.IntN(101), RNG: c.rng})
 		if c.onClone != nil {
@@ -311,19 +326,20 @@ func TestGroupCommitCrash(t *testing.T) {
 	for _, seed := range seeds(t)[:min(3, *seedsFlag)] {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Logf("seed %d (rerun with -seed=%d)", seed, seed)
-			rng := rand.New(rand.NewPCG(seed, seed))
 			const workers, groupsPer, appends = 8, 4, 60
 			mem := vfs.NewCrashableMem()
 			var acked [workers * groupsPer]atomic.Uint64
 			var ackedAtClone []uint64
-			cp := &crashPoint{mem: mem, rng: rand.New(rand.NewPCG(seed, 2))}
+			// The number of file ops depends on how well the writes
+			// coalesce, so the clone is taken at a uniformly random op of
+			// the whole run.
+			cp := &crashPoint{mem: mem, rng: rand.New(rand.NewPCG(seed, 2)), anyOp: true}
 			cp.onClone = func() {
 				ackedAtClone = make([]uint64, len(acked))
 				for i := range acked {
 					ackedAtClone[i] = acked[i].Load()
 				}
 			}
-			cp.at.Store(200 + int64(rng.IntN(600)))
 			db, err := Open(errorfs.Wrap(mem, cp), "db", Options{SegmentSize: 8192, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
