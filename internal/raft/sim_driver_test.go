@@ -30,7 +30,7 @@ func (c *simCluster) chaosTick() {
 	for range c.rng.IntN(c.o.proposeRate + 1) {
 		c.propose()
 	}
-	if c.rng.IntN(4) == 0 {
+	if c.rng.IntN(2) == 0 {
 		c.read()
 	}
 	if c.rng.Float64() < c.o.pCrash {
@@ -89,8 +89,9 @@ func (c *simCluster) randomIdle() *simNode {
 	return nil
 }
 
-// proposer picks where a client request lands: mostly the leader, else any
-// replica (which forwards).
+// proposer picks where a client request lands: mostly a replica that
+// believes it leads (a stale leader is where reads and writes go wrong),
+// else any replica (which forwards).
 func (c *simCluster) proposer() *simNode {
 	if c.rng.IntN(3) != 0 {
 		// Any replica that believes it leads, stale leaders included.
@@ -131,7 +132,7 @@ func (c *simCluster) propose() {
 }
 
 func (c *simCluster) read() {
-	n := c.randomIdle()
+	n := c.proposer()
 	if n == nil {
 		return
 	}
