@@ -334,6 +334,11 @@ func (r *Replica) pastElectionTimeout() bool {
 
 func (r *Replica) tickElection() {
 	r.electionElapsed++
+	if r.electionElapsed >= r.cfg.ElectionTicks {
+		// An election timeout has passed since New without word from a
+		// leader: any lease that relied on us has expired.
+		r.restartGuard = false
+	}
 	if !r.promotable() || !r.pastElectionTimeout() {
 		return
 	}
