@@ -225,7 +225,9 @@ func newBenchEnv(b *testing.B, size int64, comp raftpb.Compression) *benchEnv {
 	go srv.Serve(l)
 	e.tcp = NewTCPSource(l.Addr().String())
 	b.Cleanup(func() { e.tcp.Close(); l.Close(); srv.Close() })
-	if e.recv, err = NewReceiver(ReceiverConfig{SyncBytes: benchSyncBytes()}); err != nil {
+	cfg := ReceiverConfig{SyncBytes: benchSyncBytes(), ChunkSize: envInt("SKIFF_BENCH_CHUNK_KB") << 10,
+		InFlight: envInt("SKIFF_BENCH_INFLIGHT")}
+	if e.recv, err = NewReceiver(cfg); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(e.recv.Close)
@@ -338,11 +340,13 @@ func rawTCPOnce(b *testing.B, addr string, size int64) {
 	}
 }
 
-func benchSyncBytes() int64 {
-	if s := os.Getenv("SKIFF_BENCH_SYNC_MB"); s != "" {
-		if v, err := strconv.Atoi(s); err == nil && v > 0 {
-			return int64(v) << 20
-		}
+// benchSyncBytes, envInt: receiver knobs for tuning runs (0: default).
+func benchSyncBytes() int64 { return int64(envInt("SKIFF_BENCH_SYNC_MB")) << 20 }
+
+func envInt(name string) int {
+	v, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || v < 0 {
+		return 0
 	}
-	return 0
+	return v
 }
