@@ -47,7 +47,7 @@ type simOptions struct {
 	pDelay       float64 // per message: a long delay (reordering)
 	pCrash       float64 // per driver tick
 	pCrashSync   float64 // per persist: power loss before the Ready is durable
-	pSlowSync    float64 // per persist: a slow fsync of up to 10 ticks
+	pSlowSync    float64 // per persist: a slow fsync of up to 5 ticks
 	pPartition   float64 // per driver tick
 	pFetchFail   float64 // per snapshot fetch
 	proposeRate  int     // up to this many proposals per driver tick
@@ -69,9 +69,9 @@ func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
 		pDrop:        []float64{0, 0.01, 0.05, 0.15}[rng.IntN(4)],
 		pDup:         []float64{0, 0.02, 0.1}[rng.IntN(3)],
 		pDelay:       []float64{0, 0.02, 0.08}[rng.IntN(3)],
-		pCrash:       []float64{0, 0.005, 0.02}[rng.IntN(3)],
-		pCrashSync:   []float64{0, 0.002, 0.01}[rng.IntN(3)],
-		pSlowSync:    []float64{0, 0.02, 0.1}[rng.IntN(3)],
+		pCrash:       []float64{0, 0.003, 0.01}[rng.IntN(3)],
+		pCrashSync:   []float64{0, 0.0002, 0.001}[rng.IntN(3)],
+		pSlowSync:    []float64{0, 0.002, 0.01}[rng.IntN(3)],
 		pPartition:   []float64{0, 0.01, 0.03}[rng.IntN(3)],
 		pFetchFail:   []float64{0, 0.2, 0.5}[rng.IntN(3)],
 		proposeRate:  1 + rng.IntN(4),
@@ -220,7 +220,7 @@ type simCluster struct {
 
 type simStats struct {
 	events, msgs, crashes, partitions, elections, snapshots, installs, fetchFails, confChanges int
-	transfers, readsServed, applied                                                            int
+	transfers, reads, readsServed, applied                                                     int
 }
 
 func newSimCluster(seed uint64, o simOptions, rng *rand.Rand, trace bool) *simCluster {
@@ -378,7 +378,7 @@ func (c *simCluster) handle(e simEvent) {
 			// Power loss is made likelier while a vote or a new term is
 			// being made durable: it is the narrowest, most important
 			// window (a vote sent but not persisted could be cast twice).
-			p *= 20
+			p *= 10
 		}
 		if !c.calm && c.rng.Float64() < p && c.canCrash(n) {
 			// Power loss during the fsync: the Ready is lost, though
@@ -479,7 +479,7 @@ func (c *simCluster) maybeReady(n *simNode) {
 	}
 	lat := c.rng.Int64N(c.o.persistLat + 1)
 	if !c.calm && c.rng.Float64() < c.o.pSlowSync {
-		lat += c.rng.Int64N(10 * simTick)
+		lat += c.rng.Int64N(5 * simTick)
 	}
 	c.schedule(simEvent{at: c.now + lat, kind: evPersist, node: n.id, inc: n.inc})
 }

@@ -137,6 +137,7 @@ func (c *simCluster) read() {
 		return
 	}
 	c.reads++
+	c.stats.reads++
 	ctx := fmt.Sprintf("r%d", c.reads)
 	c.chk.readStarted(ctx)
 	if c.trace.on {

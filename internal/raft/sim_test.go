@@ -137,6 +137,7 @@ func (s *simStats) add(o simStats) {
 	s.fetchFails += o.fetchFails
 	s.confChanges += o.confChanges
 	s.transfers += o.transfers
+	s.reads += o.reads
 	s.readsServed += o.readsServed
 	s.applied += o.applied
 }
