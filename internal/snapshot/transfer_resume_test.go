@@ -161,3 +161,45 @@ func TestTransferChunkTimeout(t *testing.T) {
 		}
 	})
 }
+
+// The leader restarts half way: its new Sender hands out a new reader for
+// the same snapshot, and the follower resumes (the receiving directory is
+// keyed by the meta, not by the reader).
+func TestTransferResumeAfterLeaderRestart(t *testing.T) {
+	p := newPair(t, multiFile(24, resumeSize), raftpb.NoCompression)
+	req := p.register(t)
+	size := filesSize(p.files)
+	counter := &countingSource{FileSource: p.sender}
+	var moved atomic.Int64
+	r := newTestReceiver(t, ReceiverConfig{})
+	if _, err := r.Receive(context.Background(), p.follower, req, &cutSource{FileSource: counter, budget: size / 2, moved: &moved}); !IsRetryable(err) {
+		t.Fatalf("cut: %v", err)
+	}
+	p.sender.Close() // the old leader process is gone
+	if _, err := r.Receive(context.Background(), p.follower, req, p.sender); !errors.Is(err, ErrReaderNotFound) {
+		t.Fatalf("old reader after the restart: %v", err)
+	}
+	s2, err := NewSender(SenderConfig{FS: p.leaderFS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	h, _ := p.leader.OpenReader(0)
+	id, err := s2.Register(2, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id == req.Reader {
+		t.Fatalf("restarted sender reused reader ID %d", id)
+	}
+	counter.FileSource = s2
+	res, err := r.Receive(context.Background(), p.follower, InstallRequest{From: 1, Meta: h.Meta(), Reader: id}, counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPublished(t, p.followerFS, p.follower, 100, p.files)
+	if res.Progress.BytesResumed < size*2/5 {
+		t.Fatalf("resumed only %d of %d bytes", res.Progress.BytesResumed, size)
+	}
+	reportMoved(t, counter, size)
+}
