@@ -47,6 +47,7 @@ type simOptions struct {
 	pDelay       float64 // per message: a long delay (reordering)
 	pCrash       float64 // per driver tick
 	pCrashSync   float64 // per persist: power loss before the Ready is durable
+	pVoteCrash   float64 // per persist of a new term or vote: the same
 	pSlowSync    float64 // per persist: a slow fsync of up to 5 ticks
 	pPartition   float64 // per driver tick
 	pFetchFail   float64 // per snapshot fetch
@@ -89,6 +90,9 @@ func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
 	}
 	if rng.IntN(4) == 0 {
 		o.leaseReads, o.checkQuorum = true, true
+	}
+	if rng.IntN(4) == 0 {
+		o.pVoteCrash = 0.15
 	}
 	return o
 }
@@ -378,12 +382,12 @@ func (c *simCluster) handle(e simEvent) {
 			// Power loss is made likelier while a vote or a new term is
 			// being made durable: it is the narrowest, most important
 			// window (a vote sent but not persisted could be cast twice).
-			p *= 10
+			p = max(p*10, c.o.pVoteCrash)
 		}
 		if !c.calm && c.rng.Float64() < p && c.canCrash(n) {
 			// Power loss during the fsync: the Ready is lost, though
-			// its Messages may already be out.
-			c.crash(n)
+			// its Messages may already be out. The host reboots at once.
+			c.crash(n, true /* quick */)
 			return
 		}
 		c.persist(n)
@@ -606,18 +610,22 @@ func (c *simCluster) fetchDone(n *simNode, e simEvent) {
 	}
 }
 
-// crash loses everything n has not persisted.
-func (c *simCluster) crash(n *simNode) {
+// crash loses everything n has not persisted. A quick crash (power lost
+// during an fsync) restarts within a tick or two.
+func (c *simCluster) crash(n *simNode, quick bool) {
 	c.stats.crashes++
 	n.r, n.rd, n.inbox, n.ticks, n.sm = nil, nil, nil, 0, smState{}
 	n.down = true
 	n.inc++
 	c.trace.add(c.now, n.id, "crash", "")
-	down := 1 + c.rng.Int64N(3)
-	if c.rng.IntN(3) != 0 {
-		down = 5 + c.rng.Int64N(50)
+	down := (1 + c.rng.Int64N(3)) * simTick
+	switch {
+	case quick:
+		down = 1 + c.rng.Int64N(simTick)
+	case c.rng.IntN(3) != 0:
+		down = (5 + c.rng.Int64N(50)) * simTick
 	}
-	c.schedule(simEvent{at: c.now + down*simTick, kind: evRestart, node: n.id, inc: n.inc})
+	c.schedule(simEvent{at: c.now + down, kind: evRestart, node: n.id, inc: n.inc})
 }
 
 // compact takes a snapshot of n's state machine at its applied index, with

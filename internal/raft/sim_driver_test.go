@@ -175,7 +175,7 @@ func (c *simCluster) maybeCrash() {
 		}
 	}
 	if n.up() && c.canCrash(n) {
-		c.crash(n)
+		c.crash(n, false /* quick */)
 	}
 }
 
