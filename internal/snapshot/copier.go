@@ -109,6 +109,7 @@ func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, uint32
 	size, present := int64(f.Size), int64(f.Present)
 	chunk := int64(c.r.cfg.ChunkSize)
 	if present == size {
+		c.wd.allowRead(size)
 		crc, err := c.tx.PrefixCRC(f.Name, f.Size)
 		if err != nil {
 			return 0, 0, err
@@ -121,10 +122,12 @@ func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, uint32
 		return 0, 0, nil
 	}
 	for n := present / chunk * chunk; n > 0; n = n / 2 / chunk * chunk {
+		c.wd.allowRead(n)
 		local, err := c.tx.PrefixCRC(f.Name, uint64(n))
 		if err != nil {
 			return 0, 0, err
 		}
+		c.wd.allowRead(n)
 		remote, err := c.src.Checksum(ctx, c.reader, f.Name, n)
 		if err != nil {
 			return 0, 0, wrapSourceErr(err)
@@ -261,6 +264,7 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 				return err
 			}
 			job, crc, cur = t.job, t.job.prefixCRC, nil
+			c.wd.allowRead(job.start) // the store re-reads the prefix for its CRC
 			w, err := c.tx.OpenFile(job.name, uint64(job.start))
 			if err != nil {
 				return err

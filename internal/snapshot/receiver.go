@@ -204,6 +204,16 @@ func newWatchdog(ctx context.Context, timeout time.Duration) (context.Context, *
 
 func (w *watchdog) kick() { w.timer.Reset(w.timeout) }
 
+// minVerifyRate is the slowest disk read the watchdog allows for while a
+// prefix is checksummed (locally, or by the sender in one Checksum call).
+const minVerifyRate = 32 << 20
+
+// allowRead kicks the watchdog with extra time for reading n bytes: a
+// Checksum of a 10 GiB prefix is one long call, not a stalled transfer.
+func (w *watchdog) allowRead(n int64) {
+	w.timer.Reset(w.timeout + time.Duration(n)*time.Second/minVerifyRate)
+}
+
 func (w *watchdog) stop() {
 	w.timer.Stop()
 	w.cancel(context.Canceled)

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/raftpb"
@@ -409,4 +410,24 @@ func testTransferProgress(t *testing.T) {
 	if l := tr.List(); len(l) != 0 {
 		t.Fatalf("after release: %+v", l)
 	}
+}
+
+// The progress watchdog fires after the chunk timeout without a kick, and
+// allows extra time for reading a long prefix (a Checksum of many GiB is
+// one long call, not a stall).
+func TestWatchdogAllowsLongReads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, wd := newWatchdog(context.Background(), time.Second)
+		defer wd.stop()
+		wd.allowRead(64 << 20) // 2 s at minVerifyRate, on top of the timeout
+		time.Sleep(2900 * time.Millisecond)
+		if ctx.Err() != nil {
+			t.Fatal("fired during an allowed long read")
+		}
+		time.Sleep(200 * time.Millisecond)
+		synctest.Wait()
+		if !errors.Is(context.Cause(ctx), ErrProgressTimeout) {
+			t.Fatalf("cause %v, want ErrProgressTimeout", context.Cause(ctx))
+		}
+	})
 }
