@@ -26,6 +26,8 @@ const (
 	DefaultSyncBytes = 8 << 20
 	// maxChunkSize bounds a chunk on both ends, whatever a peer asks for.
 	maxChunkSize = 16 << 20
+	// maxFileSize bounds a snapshot (and so each file): 1 PiB.
+	maxFileSize = 1 << 50
 	// freeSpaceMargin is kept free beyond the bytes still to fetch.
 	freeSpaceMargin = 64 << 20
 )
@@ -173,6 +175,15 @@ func (r *Receiver) fetchMeta(ctx context.Context, req InstallRequest, src FileSo
 	}
 	if err := ValidateMeta(&meta); err != nil {
 		return meta, err
+	}
+	// Sizes a hostile or broken sender could use to overflow the byte
+	// counts (and the free-space check) are refused up front.
+	var total uint64
+	for _, f := range meta.Files {
+		if f.Size > maxFileSize || total+f.Size > maxFileSize {
+			return meta, fmt.Errorf("%w: file %q of %d bytes, snapshot of more than %d", ErrCorruptMeta, f.Name, f.Size, uint64(maxFileSize))
+		}
+		total += f.Size
 	}
 	if !req.Meta.IsEmpty() && !sameSnapshot(&req.Meta, &meta) {
 		return meta, fmt.Errorf("%w: announced group %d index %d term %d, reader %d serves group %d index %d term %d",

@@ -253,6 +253,24 @@ func TestReceiveHostileNames(t *testing.T) {
 	}
 }
 
+// A meta whose sizes would overflow the byte counts is refused before
+// anything is created.
+func TestReceiveAbsurdSizes(t *testing.T) {
+	p := newPair(t, []testFile{{"a", []byte("x")}, {"b", []byte("y")}}, raftpb.NoCompression)
+	req := p.register(t)
+	req.Meta = raftpb.SnapshotMeta{}
+	huge := &mutateSource{FileSource: p.sender, meta: func(m *raftpb.SnapshotMeta) {
+		m.Files[0].Size, m.Files[1].Size = 1<<63, 1<<63
+	}}
+	r := newTestReceiver(t, ReceiverConfig{})
+	if _, err := r.Receive(context.Background(), p.follower, req, huge); !errors.Is(err, ErrCorruptMeta) {
+		t.Fatalf("err = %v, want ErrCorruptMeta", err)
+	}
+	if ls, _ := p.followerFS.List("follower"); len(ls) != 0 {
+		t.Fatalf("receiver created %v", ls)
+	}
+}
+
 // The sender's meta must be the one the install request announced.
 func TestReceiveMetaMismatch(t *testing.T) {
 	p := newPair(t, multiFile(9, 8<<10), raftpb.NoCompression)
