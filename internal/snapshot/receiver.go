@@ -258,3 +258,17 @@ func checkFreeSpace(fs vfs.FS, dir string, need uint64) error {
 	}
 	return nil
 }
+
+// Fetcher binds Receive to a group's store for ExecutorConfig.Fetch:
+// sourceFor resolves the source of each install request (the host knows
+// the leader's address and dials its snapshot lane).
+func (r *Receiver) Fetcher(store *Store, sourceFor func(InstallRequest) (FileSource, error)) func(context.Context, InstallRequest) (raftpb.SnapshotMeta, error) {
+	return func(ctx context.Context, req InstallRequest) (raftpb.SnapshotMeta, error) {
+		src, err := sourceFor(req)
+		if err != nil {
+			return raftpb.SnapshotMeta{}, err
+		}
+		res, err := r.Receive(ctx, store, req, src)
+		return res.Meta, err
+	}
+}

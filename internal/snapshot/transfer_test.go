@@ -449,3 +449,19 @@ func TestWatchdogAllowsLongReads(t *testing.T) {
 		}
 	})
 }
+
+// Fetcher is Receive bound to a store, in the shape ExecutorConfig.Fetch
+// takes.
+func TestReceiverFetcher(t *testing.T) {
+	p := newPair(t, multiFile(15, 64<<10), raftpb.Snappy)
+	req := p.register(t)
+	r := newTestReceiver(t, ReceiverConfig{})
+	var fetch func(context.Context, InstallRequest) (raftpb.SnapshotMeta, error) = r.Fetcher(p.follower,
+		func(InstallRequest) (FileSource, error) { return p.sender, nil })
+	cfg := ExecutorConfig{Fetch: fetch}
+	m, err := cfg.Fetch(context.Background(), req)
+	if err != nil || m.Index != 100 {
+		t.Fatalf("fetch: %+v %v", m, err)
+	}
+	checkPublished(t, p.followerFS, p.follower, 100, p.files)
+}
