@@ -145,16 +145,31 @@ func (db *DB) lead(b *batch) {
 // durable; without this, the first of them to come back leads right away
 // and the others — still being scheduled — miss b and wait a whole write
 // for the next batch, so a steady load splits into two half-size batches
-// per round trip. The leader waits while b holds fewer callers than the
-// previous batch and some of the previous batch's callers have not yet
-// returned from submit, at most gatherFraction of the last write+sync.
-// It never waits after a batch that was no larger than b (a single
-// sequential writer never waits), and it needs no timer: every caller
-// that arrives or returns meanwhile re-evaluates the condition
+// per fsync.
+//
+// The leader waits only when b holds fewer callers than the previous batch
+// and some callers of finished batches have not yet returned from submit
+// (so a single sequential writer never waits), and only until all of them
+// have returned — whether or not they submit again — or gatherFraction of
+// the last write+sync has passed. It needs no timer: every caller that
+// arrives or returns meanwhile re-evaluates the condition
 // (maybeEndGatherLocked), and when none is left to return the wait ends.
-// Called with db.mu held and db.mu.writing set.
+//
+// A wait that runs out of time means the stragglers are CPU-bound (many
+// callers on few cores): waiting then only idles the disk while they are
+// scheduled, and two alternating half-size batches — each filling while
+// the other is synced — do better. So after a timeout the next
+// gatherBackoff batches do not wait.
+//
+// Only the moment a write starts changes: still one record in flight,
+// synced before the next is written. Called with db.mu held and
+// db.mu.writing set.
 func (db *DB) gatherLocked(b *batch) {
 	if db.mu.draining == 0 || b.waiters >= db.mu.lastWaiters || db.mu.lastWrite <= 0 {
+		return
+	}
+	if db.mu.gatherSkip > 0 {
+		db.mu.gatherSkip--
 		return
 	}
 	db.mu.gathering = true
@@ -162,17 +177,24 @@ func (db *DB) gatherLocked(b *batch) {
 	for db.mu.gathering {
 		db.mu.gather.Wait()
 	}
+	if db.mu.draining > 0 {
+		db.mu.gatherSkip = gatherBackoff
+	}
 }
 
-// gatherFraction bounds a leader's wait for stragglers to this fraction
-// of the last write+sync.
-const gatherFraction = 4
+const (
+	// gatherFraction bounds a leader's wait for stragglers to this
+	// fraction of the last write+sync.
+	gatherFraction = 4
+	// gatherBackoff: batches written without waiting after a wait ran out
+	// of time.
+	gatherBackoff = 8
+)
 
-// maybeEndGatherLocked wakes the gathering leader once the filling batch
-// is as large as the previous one, every caller of the previous batches
-// has returned, or the wait has lasted long enough.
+// maybeEndGatherLocked wakes the gathering leader once every caller of a
+// finished batch has returned or the wait has lasted long enough.
 func (db *DB) maybeEndGatherLocked() {
-	if db.mu.draining == 0 || db.mu.cur.waiters >= db.mu.lastWaiters || time.Now().After(db.mu.gatherUntil) {
+	if db.mu.draining == 0 || time.Now().After(db.mu.gatherUntil) {
 		db.mu.gathering = false
 		db.mu.gather.Signal()
 	}

@@ -119,8 +119,10 @@ type DB struct {
 		lastWaiters int
 		lastWrite   time.Duration
 		// gathering: a leader waits on gather until gatherUntil.
+		// gatherSkip: batches left that do not wait (after a timeout).
 		gathering   bool
 		gatherUntil time.Time
+		gatherSkip  int
 		gather      sync.Cond
 	}
 

@@ -3,8 +3,11 @@ package logdb
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -56,5 +59,55 @@ func TestSyncFailureIsFinal(t *testing.T) {
 	}
 	if last, _ := db.Group(1).LastIndex(); last != 1 {
 		t.Fatalf("last = %d", last)
+	}
+}
+
+// TestGroupCommitGather: concurrent writers that stop at different times,
+// and an fsync failure while they run, never leave a leader waiting for
+// callers that will not come (the straggler wait has no timer: it ends when
+// every woken caller has returned). Every call returns, and afterwards no
+// caller is counted as still returning.
+func TestGroupCommitGather(t *testing.T) {
+	for _, failAt := range []int32{0, 40} {
+		t.Run(fmt.Sprintf("failAt=%d", failAt), func(t *testing.T) {
+			inj := &injector{}
+			db, err := Open(errorfs.Wrap(vfs.NewMem(), inj), "db", Options{SegmentSize: 16 << 10, Logger: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const writers = 16
+			var wg sync.WaitGroup
+			var calls atomic.Int32
+			for w := 0; w < writers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := uint64(1); i <= uint64(5+10*w); i++ {
+						if calls.Add(1) == failAt {
+							inj.err.Store(error(syscall.EIO))
+							inj.count.Store(1)
+							inj.kind.Store(2)
+						}
+						err := db.SaveBatch([]Update{{Group: raftpb.GroupID(w + 1), Entries: []raftpb.Entry{{Index: i, Term: 1}}}})
+						if err != nil {
+							if failAt == 0 || !errors.Is(err, ErrStorageFailed) {
+								t.Error(err)
+							}
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			db.mu.Lock()
+			draining, gathering := db.mu.draining, db.mu.gathering
+			db.mu.Unlock()
+			if draining != 0 || gathering {
+				t.Fatalf("after all callers returned: draining=%d gathering=%v", draining, gathering)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
