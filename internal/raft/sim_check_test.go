@@ -306,6 +306,7 @@ func (k *simChecker) afterStep() {
 			k.leaders[r.term] = id
 			k.c.stats.elections++
 			k.newLeader(n)
+			k.c.leaderElected(n)
 		}
 	}
 }

@@ -48,6 +48,7 @@ type simOptions struct {
 	pCrash       float64 // per driver tick
 	pCrashSync   float64 // per persist: power loss before the Ready is durable
 	pVoteCrash   float64 // per persist of a new term or vote: the same
+	pNewLeader   float64 // per elected leader: a crash within 3 ticks
 	pSlowSync    float64 // per persist: a slow fsync of up to 5 ticks
 	pPartition   float64 // per driver tick
 	pFetchFail   float64 // per snapshot fetch
@@ -94,6 +95,11 @@ func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
 	if rng.IntN(4) == 0 {
 		o.pVoteCrash = 0.15
 	}
+	if rng.IntN(3) == 0 {
+		// Leaders that crash soon after election leave entries of
+		// their term on a minority: the paper's Figure 8.
+		o.pNewLeader = 0.5
+	}
 	return o
 }
 
@@ -135,6 +141,7 @@ const (
 	evFetchDone
 	evRestart
 	evUnreachable
+	evCrash
 )
 
 type simEvent struct {
@@ -398,6 +405,11 @@ func (c *simCluster) handle(e simEvent) {
 			return
 		}
 		c.start(n)
+	case evCrash:
+		if n.inc == e.inc && n.up() && c.canCrash(n) {
+			c.crash(n, c.rng.IntN(2) == 0 /* quick */)
+		}
+		return
 	case evUnreachable:
 		if n.inc != e.inc || !n.idle() {
 			return
@@ -607,6 +619,13 @@ func (c *simCluster) fetchDone(n *simNode, e simEvent) {
 	}
 	if err != nil && !errors.Is(err, ErrSnapshotOutOfDate) {
 		c.fail("replica %d: install snapshot %d: %v", n.id, meta.Index, err)
+	}
+}
+
+// leaderElected is called when n becomes the first leader of its term.
+func (c *simCluster) leaderElected(n *simNode) {
+	if !c.calm && c.rng.Float64() < c.o.pNewLeader {
+		c.schedule(simEvent{at: c.now + c.rng.Int64N(3*simTick), kind: evCrash, node: n.id, inc: n.inc})
 	}
 }
 
