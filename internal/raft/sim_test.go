@@ -18,12 +18,20 @@ import (
 // TestSimulation runs a randomized, seeded, deterministic simulation of a
 // group of 3–7 replicas (sim_cluster_test.go: the hosts and network;
 // sim_driver_test.go: workload and faults; sim_check_test.go: the safety
-// checks). Each seed runs a chaos phase — partitions, drops, duplicates,
-// reordering and delays, crashes that lose unpersisted state, proposals
-// (also via followers), ReadIndex, membership changes, leader transfers,
-// log compaction and snapshot catch-up with failing fetches — checking the
-// Raft safety properties after every step, then heals everything and
-// requires the group to converge within a bounded number of ticks.
+// checks). Each seed draws its configuration (PreVote, CheckQuorum, lease
+// or quorum reads, flow-control limits, fault rates) and runs a chaos phase
+// — partitions (also around a leader or a joint configuration), drops,
+// duplicates, reordering and delays, crashes that lose unpersisted state
+// (also power loss during an fsync, and leaders crashing just after their
+// election), slow fsyncs, proposals (also via followers and to stale
+// leaders), ReadIndex, membership changes (add, non-voter, promote,
+// remove, joint), leader transfers, log compaction and snapshot catch-up
+// with failing fetches — checking the Raft safety properties after every
+// step (sim_check_test.go lists them), then heals everything and requires
+// the group to converge within a bounded number of ticks.
+//
+// A failing seed is replayed with tracing on, and its trace tail printed.
+// Under -race 200 seeds run, with -short 60.
 //
 //	go test ./internal/raft -run TestSimulation            # 500 seeds
 //	go test ./internal/raft -run TestSimulation -long      # 20,000 seeds
