@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -166,11 +167,45 @@ func (s *TCPServer) serveConn(ctx context.Context, c net.Conn) {
 		if req, err = readFrame(c, &hdr, req, maxRequestSize); err != nil {
 			return
 		}
-		status, payload := s.handle(ctx, req, &chunk)
+		status, payload, ok := s.handleWatched(ctx, c, req, &chunk)
+		if !ok {
+			return
+		}
 		if err := writeFrame(c, []byte{status}, payload); err != nil {
 			return
 		}
 	}
+}
+
+// handleWatched runs one request while watching its connection. One request
+// is outstanding per connection, so a client that sends anything, closes or
+// resets the connection meanwhile has given up on it (a canceled call
+// closes its connection): the request's context then ends, so that a
+// source blocked in a rate limit or on a slow disk does not outlive its
+// client, and ok is false (the connection is done). Without this, only the
+// source returning or Close ended such a handler.
+func (s *TCPServer) handleWatched(ctx context.Context, c net.Conn, req []byte, chunk *[]byte) (status byte, payload []byte, ok bool) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var b [1]byte
+		if _, err := c.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel() // data, EOF or a reset: the client is gone
+		}
+	}()
+	status, payload = s.handle(rctx, req, chunk)
+	// Stop the watcher: its Read returns at once with a deadline error (or
+	// with the connection's end, if the deadline cannot be set).
+	if err := c.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		c.Close()
+	}
+	<-watched
+	if rctx.Err() != nil || c.SetReadDeadline(time.Time{}) != nil {
+		return 0, nil, false
+	}
+	return status, payload, true
 }
 
 // handle runs one request. chunk is the connection's reusable buffer.

@@ -78,9 +78,9 @@ func TestTCPSourceServerLost(t *testing.T) {
 		_, err := r.Receive(context.Background(), p.follower, req, src)
 		done <- err
 	}()
-	<-gate.reached
+	waitClosed(t, gate.reached, "a request to reach the gate")
 	srv.Close()
-	err := <-done
+	err := waitClosed(t, done, "the transfer to fail")
 	if err == nil || !IsRetryable(err) {
 		t.Fatalf("err = %v, want a retryable broken connection", err)
 	}
@@ -97,7 +97,9 @@ func TestTCPSourceServerLost(t *testing.T) {
 	}
 }
 
-// Cancelling the context unblocks a call waiting on the server at once.
+// Cancelling the context unblocks a call waiting on the server at once,
+// and the server's handler, blocked in its source, ends with it: a
+// canceled transfer leaves nothing running on the sender.
 func TestTCPSourceCancel(t *testing.T) {
 	p := newPair(t, multiFile(32, 64<<10), raftpb.NoCompression)
 	req := p.register(t)
@@ -111,12 +113,13 @@ func TestTCPSourceCancel(t *testing.T) {
 		_, err := src.GetFile(ctx, req.Reader, "data", 0, 100, nil)
 		done <- err
 	}()
-	<-gate.reached
+	waitClosed(t, gate.reached, "the request to reach the server")
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := waitClosed(t, done, "the canceled call"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
-	close(gate.open)
+	// The gate stays shut: only the client's going away can end the handler.
+	waitClosed(t, gate.gaveUp, "the server's handler to end with its client")
 }
 
 // A frame with a bad CRC or an absurd length is refused (no allocation of

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/raftpb"
@@ -274,10 +275,14 @@ type gateSource struct {
 	reached chan struct{}
 	once    sync.Once
 	open    chan struct{}
+	// gaveUp receives (without blocking) once per call that left the gate
+	// because its context ended.
+	gaveUp chan struct{}
 }
 
 func newGate(src FileSource, name string, at int64) *gateSource {
-	return &gateSource{FileSource: src, name: name, at: at, reached: make(chan struct{}), open: make(chan struct{})}
+	return &gateSource{FileSource: src, name: name, at: at, reached: make(chan struct{}), open: make(chan struct{}),
+		gaveUp: make(chan struct{}, 64)}
 }
 
 func (g *gateSource) GetFile(ctx context.Context, id ReaderID, name string, off, n int64, buf []byte) ([]byte, error) {
@@ -286,10 +291,31 @@ func (g *gateSource) GetFile(ctx context.Context, id ReaderID, name string, off,
 		select {
 		case <-g.open:
 		case <-ctx.Done():
+			select {
+			case g.gaveUp <- struct{}{}:
+			default:
+			}
 			return nil, ctx.Err()
 		}
 	}
 	return g.FileSource.GetFile(ctx, id, name, off, n, buf)
+}
+
+// testWait bounds every wait of a test on another goroutine: a test fails,
+// it never hangs.
+const testWait = 30 * time.Second
+
+// waitClosed waits for ch to be closed (or to deliver), failing the test
+// after testWait.
+func waitClosed[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testWait):
+		t.Fatalf("still waiting for %s after %v", what, testWait)
+		panic("unreachable")
+	}
 }
 
 // enospcFS fails the write that crosses limit bytes written with ENOSPC,
