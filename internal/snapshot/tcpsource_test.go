@@ -78,9 +78,9 @@ func TestTCPSourceServerLost(t *testing.T) {
 		_, err := r.Receive(context.Background(), p.follower, req, src)
 		done <- err
 	}()
-	waitClosed(t, gate.reached, "a request to reach the gate")
+	recv(t, gate.reached, "a request to reach the gate")
 	srv.Close()
-	err := waitClosed(t, done, "the transfer to fail")
+	err := recv(t, done, "the transfer to fail")
 	if err == nil || !IsRetryable(err) {
 		t.Fatalf("err = %v, want a retryable broken connection", err)
 	}
@@ -113,13 +113,13 @@ func TestTCPSourceCancel(t *testing.T) {
 		_, err := src.GetFile(ctx, req.Reader, "data", 0, 100, nil)
 		done <- err
 	}()
-	waitClosed(t, gate.reached, "the request to reach the server")
+	recv(t, gate.reached, "the request to reach the server")
 	cancel()
-	if err := waitClosed(t, done, "the canceled call"); !errors.Is(err, context.Canceled) {
+	if err := recv(t, done, "the canceled call"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	// The gate stays shut: only the client's going away can end the handler.
-	waitClosed(t, gate.gaveUp, "the server's handler to end with its client")
+	recv(t, gate.gaveUp, "the server's handler to end with its client")
 }
 
 // A frame with a bad CRC or an absurd length is refused (no allocation of

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/raftpb"
@@ -299,23 +298,6 @@ func (g *gateSource) GetFile(ctx context.Context, id ReaderID, name string, off,
 		}
 	}
 	return g.FileSource.GetFile(ctx, id, name, off, n, buf)
-}
-
-// testWait bounds every wait of a test on another goroutine: a test fails,
-// it never hangs.
-const testWait = 30 * time.Second
-
-// waitClosed waits for ch to be closed (or to deliver), failing the test
-// after testWait.
-func waitClosed[T any](t testing.TB, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(testWait):
-		t.Fatalf("still waiting for %s after %v", what, testWait)
-		panic("unreachable")
-	}
 }
 
 // enospcFS fails the write that crosses limit bytes written with ENOSPC,

@@ -357,9 +357,9 @@ func TestReceiveCancel(t *testing.T) {
 		_, err := r.Receive(ctx, p.follower, req, gate)
 		done <- err
 	}()
-	<-gate.reached
+	recv(t, gate.reached, "a request to reach the gate")
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	if err := recv(t, done, "the canceled transfer"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	src := &countingSource{FileSource: p.sender}
