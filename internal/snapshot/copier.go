@@ -337,16 +337,19 @@ func newSyncer(tx *ReceiveTx) *syncer {
 func (s *syncer) run() {
 	defer close(s.done)
 	fs := s.tx.s.fs
+	// dirSynced: the name whose directory entry was made durable. NB: a file
+	// created by this attempt has a name only the directory's fsync makes
+	// durable; without it a crash keeps the synced bytes but loses the
+	// name, and the resume starts the file over.
+	var dirSynced string
 	for name := range s.reqs {
 		if s.failed() != nil {
 			continue
 		}
-		p := fs.PathJoin(s.tx.Dir(), name)
-		f, err := fs.Open(p)
-		if err == nil {
-			err = f.Sync()
-			if cerr := f.Close(); err == nil {
-				err = cerr
+		err := syncFile(fs, fs.PathJoin(s.tx.Dir(), name))
+		if err == nil && name != dirSynced {
+			if err = syncDir(fs, s.tx.Dir()); err == nil {
+				dirSynced = name
 			}
 		}
 		if err != nil {

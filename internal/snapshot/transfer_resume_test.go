@@ -203,3 +203,42 @@ func TestTransferResumeAfterLeaderRestart(t *testing.T) {
 	}
 	reportMoved(t, counter, size)
 }
+
+// Power is lost while a file is still being written (not after the
+// transfer failed, when every file is closed and synced): what the
+// background fsyncs made durable survives, name included, and the restart
+// resumes from it.
+func TestTransferResumeAfterCrashMidFile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, multiFile(25, resumeSize), raftpb.NoCompression)
+		req := p.register(t)
+		first := p.files[0] // "data", about 3.2 MiB
+		gate := newGate(p.sender, first.name, 2<<20)
+		cfg := ReceiverConfig{InFlight: 4, ChunkSize: 64 << 10, SyncBytes: 256 << 10}
+		r := newTestReceiver(t, cfg)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.Receive(ctx, p.follower, req, gate)
+			done <- err
+		}()
+		<-gate.reached
+		synctest.Wait()                                                    // the writer waits at the gate; the syncer is idle
+		crashed := p.followerFS.(*vfs.MemFS).CrashClone(vfs.CrashCloneCfg{ // every unsynced op lost
+			UnsyncedDataPercent: 0, RNG: rand.New(rand.NewPCG(25, 1))})
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+
+		st := openStore(t, crashed, "follower")
+		res, err := newTestReceiver(t, cfg).Receive(context.Background(), st, req, p.sender)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPublished(t, crashed, st, 100, p.files)
+		if min := int64(1 << 20); res.Progress.BytesResumed < min {
+			t.Fatalf("resumed %d bytes after a crash at 2 MiB of %s, want at least %d", res.Progress.BytesResumed, first.name, min)
+		}
+	})
+}
