@@ -486,9 +486,7 @@ func (e *Executor) reportError(err error) {
 // ErrBusy if the damaged snapshot is being read (a transfer holds it).
 func (e *Executor) RebuildSnapshot(ctx context.Context) (uint64, error) {
 	r, err := e.cfg.Store.OpenReader(0)
-	if errors.Is(err, ErrNotFound) {
-		return 0, err
-	} else if err != nil {
+	if err != nil {
 		return 0, err
 	}
 	index := r.Index()

@@ -81,7 +81,6 @@ func (e *Executor) register(d *download) bool {
 		d.respond(InstallResponse{Term: term, Success: false})
 		return false
 	}
-	d.term = term
 	idx := d.req.Meta.Index
 	if idx <= e.lastIndex {
 		e.log.Warn("snapshot: install of a snapshot that is not newer; nothing done",
