@@ -4,8 +4,9 @@
 // Stage ② of the pipeline: raft hands it a batch of updates for many groups
 // (SaveBatch); it writes all of them to the WAL as one record and fsyncs
 // once — callers that arrive while an fsync is in flight join the next
-// batch (group commit) — and only then may raft send messages that depend
-// on them. Compact(g, i) drops entries ≤ i after a snapshot at i.
+// batch (group commit), and the next leader briefly waits for the callers
+// of the batch just synced to come back (see gatherLocked) — and only then
+// may raft send messages that depend on them. Compact(g, i) drops entries ≤ i after a snapshot at i.
 //
 // # Reading
 //
