@@ -49,7 +49,9 @@ func Import(fs vfs.FS, exportDir, groupDir string, group raftpb.GroupID, voters 
 	}
 
 	// Nothing was changed so far. Prepare the new snapshot beside the old.
-	if err := fs.MkdirAll(groupDir, 0o755); err != nil {
+	// NB: a new groupDir must be durable in its parent, or a crash after
+	// Import returned could lose the whole imported snapshot.
+	if err := mkdirDurable(fs, groupDir); err != nil {
 		return m, fmt.Errorf("snapshot: import: %w", err)
 	}
 	names, err := fs.List(groupDir)

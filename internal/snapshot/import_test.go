@@ -180,3 +180,25 @@ func TestImportCrashThenRerun(t *testing.T) {
 		}
 	}
 }
+
+// An import into a group directory that did not exist survives a crash
+// right after Import returned: the new directory's entry is durable too.
+func TestImportNewDirDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	src := mustOpen(t, mem, "/old")
+	save(t, src, 500, "exported state")
+	mem.MkdirAll("/backup", 0o755)
+	syncDir(mem, "/")
+	dir, err := src.Export(500, "/backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Import(mem, dir, "/r9", 1, survivors); err != nil {
+		t.Fatal(err)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 0, RNG: rand.New(rand.NewPCG(9, 9))})
+	s := mustOpen(t, crashed, "/r9")
+	if m, ok := s.Latest(); !ok || m.Index != 500 {
+		t.Fatalf("after a crash: latest %+v %v, want the imported 500", m, ok)
+	}
+}

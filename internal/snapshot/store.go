@@ -243,17 +243,28 @@ func Open(fs vfs.FS, dir string, opts Options) (*Store, error) {
 // ensureDir creates the store directory if needed and makes its entry in
 // the parent durable.
 func (s *Store) ensureDir() error {
-	if _, err := s.fs.Stat(s.dir); err == nil {
+	if err := mkdirDurable(s.fs, s.dir); err != nil {
+		if s.failed == nil && errors.Is(err, ErrStorageFailed) {
+			s.failed = err
+		}
+		return err
+	}
+	return nil
+}
+
+// mkdirDurable creates dir if needed and makes its entry in the parent
+// durable (a failed fsync is ErrStorageFailed).
+func mkdirDurable(fs vfs.FS, dir string) error {
+	if _, err := fs.Stat(dir); err == nil {
 		return nil
 	} else if !isNotExist(err) {
-		return fmt.Errorf("snapshot: stat %s: %w", s.dir, err)
+		return fmt.Errorf("snapshot: stat %s: %w", dir, err)
 	}
-	if err := s.fs.MkdirAll(s.dir, 0o755); err != nil {
-		return fmt.Errorf("snapshot: mkdir %s: %w", s.dir, err)
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("snapshot: mkdir %s: %w", dir, err)
 	}
-	parent := s.fs.PathDir(s.dir)
-	if err := s.syncDir(parent); err != nil {
-		return err
+	if err := syncDir(fs, fs.PathDir(dir)); err != nil {
+		return fmt.Errorf("%w: %v", ErrStorageFailed, err)
 	}
 	return nil
 }
