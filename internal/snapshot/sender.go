@@ -30,8 +30,9 @@ type SenderConfig struct {
 	FS        vfs.FS
 	Throttle  *Throttle  // nil: unlimited
 	Transfers *Transfers // nil: a private registry
-	// IdleTimeout releases a reader nobody asked anything of for this long,
-	// so a receiver that vanished cannot pin a snapshot forever. It is a
+	// IdleTimeout releases a reader nobody asked anything of for this long
+	// (counted from the end of the last call: a call in progress is never
+	// idleness), so a receiver that vanished cannot pin a snapshot forever. It is a
 	// progress timeout, not a limit on the transfer's duration.
 	// Default 1 minute.
 	IdleTimeout time.Duration
@@ -59,7 +60,11 @@ type reader struct {
 	sizes    map[string]int64
 	state    *transferState
 	freeSlot func()
-	idle     *time.Timer
+	// idle releases the reader after idleAfter with no call in progress.
+	// Invariant: stopped while active > 0 (a call blocked in the send
+	// rate limit, or a long Checksum, is not idleness).
+	idle      *time.Timer
+	idleAfter time.Duration
 
 	mu       sync.Mutex
 	files    map[string]vfs.File
@@ -117,7 +122,7 @@ func (s *Sender) Register(peer raftpb.ReplicaID, h Handle) (ReaderID, error) {
 		return 0, ErrNoSlot
 	}
 	r := &reader{h: h, meta: meta, freeSlot: free, sizes: make(map[string]int64, len(meta.Files)),
-		files: make(map[string]vfs.File)}
+		files: make(map[string]vfs.File), idleAfter: s.cfg.IdleTimeout}
 	var total int64
 	for _, f := range meta.Files {
 		r.sizes[f.Name] = int64(f.Size)
@@ -183,7 +188,7 @@ func (s *Sender) acquire(id ReaderID) (*reader, error) {
 		return nil, fmt.Errorf("%w: %d", ErrReaderNotFound, id)
 	}
 	r.active++
-	r.idle.Reset(s.cfg.IdleTimeout)
+	r.idle.Stop()
 	return r, nil
 }
 
@@ -191,6 +196,9 @@ func (r *reader) done() {
 	r.mu.Lock()
 	r.active--
 	closeNow := r.released && r.active == 0
+	if r.active == 0 && !r.released {
+		r.idle.Reset(r.idleAfter)
+	}
 	r.mu.Unlock()
 	if closeNow {
 		r.closeFiles()

@@ -138,6 +138,37 @@ func TestSenderIdleTimeout(t *testing.T) {
 	})
 }
 
+// A call that lasts longer than the idle timeout (here a chunk waiting 16 s
+// for the send rate limit; a Checksum of a huge prefix is another) is not
+// idleness: the reader survives it.
+func TestSenderIdleTimeoutLongCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPair(t, multiFile(51, 4<<20), raftpb.NoCompression) // "data" is 1.6 MiB
+		th := NewThrottle(Limits{SendBytesPerSec: 64 << 10})
+		s, err := NewSender(SenderConfig{FS: p.leaderFS, IdleTimeout: time.Second, Throttle: th})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		h, _ := p.leader.OpenReader(0)
+		id, err := s.Register(2, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		start := time.Now()
+		if _, err := s.GetFile(ctx, id, "data", 0, 1<<20, nil); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el < 10*time.Second {
+			t.Fatalf("1 MiB at 64 KiB/s took %v", el)
+		}
+		if _, err := s.Meta(ctx, id); err != nil {
+			t.Fatalf("reader expired during a call in progress: %v", err)
+		}
+	})
+}
+
 // The node-wide send limit paces the sender, and a change at runtime
 // applies to the transfer in progress (fake clock: exact and instant).
 func TestTransferSendRateAtRuntime(t *testing.T) {
