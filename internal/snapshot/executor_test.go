@@ -234,7 +234,9 @@ func TestCompactionLimitFromRaft(t *testing.T) {
 	lr.term.Store(5)
 	env := newExecEnv(t, func(c *ExecutorConfig) { c.Raft = lr })
 	env.sm.apply(100, "a")
-	env.e.DoSnapshot(context.Background())
+	if idx, err := env.e.DoSnapshot(context.Background()); err != nil || idx != 100 {
+		t.Fatalf("DoSnapshot = %d, %v", idx, err) // else "nothing compacted" proves nothing
+	}
 	if _, compacted, _ := env.log.state(); len(compacted) != 1 || compacted[0] != 42 {
 		t.Fatalf("compacted %v, want [42]", compacted)
 	}
@@ -243,7 +245,9 @@ func TestCompactionLimitFromRaft(t *testing.T) {
 func TestCompactionOverheadCoversEverything(t *testing.T) {
 	env := newExecEnv(t, func(c *ExecutorConfig) { c.CompactionOverhead = 1000 })
 	env.sm.apply(100, "a")
-	env.e.DoSnapshot(context.Background())
+	if idx, err := env.e.DoSnapshot(context.Background()); err != nil || idx != 100 {
+		t.Fatalf("DoSnapshot = %d, %v", idx, err) // else "nothing compacted" proves nothing
+	}
 	if _, compacted, _ := env.log.state(); len(compacted) != 0 {
 		t.Fatalf("compacted %v with an overhead above the index", compacted)
 	}
