@@ -444,7 +444,7 @@ func (t *ReceiveTx) Commit() error {
 	if err == nil || !isStale(err) {
 		// Published (or the store failed after the rename): the receiving
 		// directory is gone either way.
-		t.releaseLocked()
+		t.endLocked(true /* forget */)
 	}
 	s.mu.Unlock()
 	if isStale(err) {
@@ -464,14 +464,9 @@ func (t *ReceiveTx) Close() error {
 	if t.done {
 		return nil
 	}
-	for _, rf := range t.open {
-		rf.Close()
-	}
+	t.closeFiles()
 	t.s.mu.Lock()
-	t.done = true
-	if t.s.rx == t {
-		t.s.rx = nil
-	}
+	t.endLocked(false /* forget */)
 	t.s.mu.Unlock()
 	return nil
 }
@@ -481,33 +476,37 @@ func (t *ReceiveTx) Abort() error {
 	if t.done {
 		return nil
 	}
-	for _, rf := range t.open {
-		rf.Close()
-	}
+	t.closeFiles()
 	s := t.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t.done = true
-	if s.rx == t {
-		s.rx = nil
-	}
-	if s.receiving != t.name {
+	if !t.endLocked(true /* forget */) {
 		return nil // already replaced (cannot happen while t is open)
 	}
-	s.receiving, s.receivingMeta = "", nil
 	if err := s.fs.RemoveAll(s.path(t.name)); err != nil {
 		return fmt.Errorf("snapshot: abort %s: %w", t.name, err)
 	}
 	return nil
 }
 
-// releaseLocked ends the transaction after its directory was renamed.
-func (t *ReceiveTx) releaseLocked() {
+// closeFiles closes the files still open (Close keeps what they hold).
+func (t *ReceiveTx) closeFiles() {
+	for _, rf := range t.open {
+		_ = rf.Close()
+	}
+}
+
+// endLocked ends the transaction. With forget, the store also forgets the
+// receiving directory (renamed or about to be removed); it reports whether
+// the directory was still the store's.
+func (t *ReceiveTx) endLocked(forget bool) bool {
 	t.done = true
 	if t.s.rx == t {
 		t.s.rx = nil
 	}
-	if t.s.receiving == t.name {
-		t.s.receiving, t.s.receivingMeta = "", nil
+	if !forget || t.s.receiving != t.name {
+		return false
 	}
+	t.s.receiving, t.s.receivingMeta = "", nil
+	return true
 }
