@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -441,9 +442,10 @@ func (t *ReceiveTx) Commit() error {
 	s := t.s
 	s.mu.Lock()
 	doomed, err := s.publishLocked(t.name, t.meta)
-	if err == nil || !isStale(err) {
-		// Published (or the store failed after the rename): the receiving
-		// directory is gone either way.
+	if err == nil || errors.Is(err, ErrStorageFailed) {
+		// Published, or the store failed (maybe after the rename): the
+		// receiving directory is no longer ours either way. After another
+		// error (a failed rename) the transaction stays open.
 		t.endLocked(true /* forget */)
 	}
 	s.mu.Unlock()

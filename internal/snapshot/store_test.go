@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -157,4 +158,49 @@ func TestStoreReceiveResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Close()
+}
+
+// A publish whose rename fails (not stale, the store not failed) leaves the
+// transaction open, as Commit documents: a second Commit publishes it, and
+// the store does not forget its receiving directory meanwhile.
+func TestReceiveCommitRenameFails(t *testing.T) {
+	fs := newTracingFS(vfs.NewMem())
+	src := mustOpen(t, fs, "leader")
+	w, err := src.Create(testMeta(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("state"))
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	meta, _ := src.Latest()
+	dst := mustOpen(t, fs, "follower")
+	tx, err := dst.Receive(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, _ := tx.OpenFile(DataFile, 0)
+	rf.Write([]byte("state"))
+	rf.Close()
+	errRename := errors.New("rename refused (test)")
+	fs.before = func(op string) error {
+		if strings.HasPrefix(op, "rename: follower/") {
+			return errRename
+		}
+		return nil
+	}
+	if err := tx.Commit(); !errors.Is(err, errRename) {
+		t.Fatalf("commit: %v, want the rename's error", err)
+	}
+	fs.before = nil
+	if _, err := dst.Receive(meta); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a second Receive while the first is open: %v, want ErrBusy", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("commit again: %v", err)
+	}
+	if m, _ := dst.Latest(); m.Index != 50 {
+		t.Fatalf("latest %d, want 50", m.Index)
+	}
 }
