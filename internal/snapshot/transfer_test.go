@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -464,4 +465,93 @@ func TestReceiverFetcher(t *testing.T) {
 		t.Fatalf("fetch: %+v %v", m, err)
 	}
 	checkPublished(t, p.followerFS, p.follower, 100, p.files)
+}
+
+// openCountFS counts the files open through it.
+type openCountFS struct {
+	vfs.FS
+	open atomic.Int64
+}
+
+func (o *openCountFS) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return f, err
+	}
+	o.open.Add(1)
+	return &countedFile{File: f, fs: o}, nil
+}
+
+func (o *openCountFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	return o.wrap(o.FS.Open(name, opts...))
+}
+
+func (o *openCountFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	return o.wrap(o.FS.Create(name, c))
+}
+
+func (o *openCountFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	return o.wrap(o.FS.OpenReadWrite(name, c, opts...))
+}
+
+type countedFile struct {
+	vfs.File
+	fs     *openCountFS
+	closed atomic.Bool
+}
+
+func (f *countedFile) Close() error {
+	if !f.closed.Swap(true) {
+		f.fs.open.Add(-1)
+	}
+	return f.File.Close()
+}
+
+// A transfer canceled mid-way leaves no goroutine (synctest.Test fails on
+// any left in its bubble) and, once the sender releases the reader, no
+// open file on either end.
+func TestReceiveCancelLeavesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		leaderFS, followerFS := &openCountFS{FS: vfs.NewMem()}, &openCountFS{FS: vfs.NewMem()}
+		leader, follower := openStore(t, leaderFS, "leader"), openStore(t, followerFS, "follower")
+		files := multiFile(15, 512<<10)
+		publish(t, leader, 100, 3, raftpb.Zstd, files)
+		s, err := NewSender(SenderConfig{FS: leaderFS})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		h, _ := leader.OpenReader(0)
+		id, err := s.Register(2, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate := newGate(s, "index", 16<<10)
+		r, err := NewReceiver(ReceiverConfig{ChunkSize: 16 << 10, SyncBytes: 32 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := r.Receive(ctx, follower, InstallRequest{From: 1, Meta: h.Meta(), Reader: id}, gate)
+			done <- err
+		}()
+		<-gate.reached
+		synctest.Wait()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if n := followerFS.open.Load(); n != 0 {
+			t.Fatalf("%d files left open on the receiver", n)
+		}
+		s.Release(id)
+		if n := leaderFS.open.Load(); n != 0 {
+			t.Fatalf("%d files left open on the sender after Release", n)
+		}
+		if _, ok := leader.MinReferenced(); ok {
+			t.Fatal("the released reader still holds its snapshot")
+		}
+	})
 }
