@@ -110,16 +110,7 @@ func TestTransferConcurrentGroups(t *testing.T) {
 func TestSenderIdleTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPair(t, multiFile(50, 32<<10), raftpb.NoCompression)
-		s, err := NewSender(SenderConfig{FS: p.leaderFS, IdleTimeout: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		h, _ := p.leader.OpenReader(0)
-		id, err := s.Register(2, h)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS, IdleTimeout: time.Minute})
 		ctx := context.Background()
 		for range 5 { // busy for five minutes, never idle for one
 			time.Sleep(50 * time.Second)
@@ -145,16 +136,7 @@ func TestSenderIdleTimeoutLongCall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPair(t, multiFile(51, 4<<20), raftpb.NoCompression) // "data" is 1.6 MiB
 		th := NewThrottle(Limits{SendBytesPerSec: 64 << 10})
-		s, err := NewSender(SenderConfig{FS: p.leaderFS, IdleTimeout: time.Second, Throttle: th})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		h, _ := p.leader.OpenReader(0)
-		id, err := s.Register(2, h)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS, IdleTimeout: time.Second, Throttle: th})
 		ctx := context.Background()
 		start := time.Now()
 		if _, err := s.GetFile(ctx, id, "data", 0, 1<<20, nil); err != nil {
@@ -175,21 +157,12 @@ func TestTransferSendRateAtRuntime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPair(t, multiFile(51, 4<<20), raftpb.NoCompression)
 		th := NewThrottle(Limits{SendBytesPerSec: 1 << 20})
-		s, err := NewSender(SenderConfig{FS: p.leaderFS, Throttle: th})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		h, _ := p.leader.OpenReader(0)
-		id, err := s.Register(2, h)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS, Throttle: th})
 		// After 2 s (about 2 MiB at 1 MiB/s) the limit goes to 16 MiB/s.
 		time.AfterFunc(2*time.Second, func() { th.SetLimits(Limits{SendBytesPerSec: 16 << 20}) })
 		r := newTestReceiver(t, ReceiverConfig{ChunkSize: 64 << 10, ChunkTimeout: time.Minute})
 		start := time.Now()
-		if _, err := r.Receive(context.Background(), p.follower, InstallRequest{From: 1, Meta: h.Meta(), Reader: id}, s); err != nil {
+		if _, err := r.Receive(context.Background(), p.follower, InstallRequest{From: 1, Meta: p.meta, Reader: id}, s); err != nil {
 			t.Fatal(err)
 		}
 		// Unchanged, 4 MiB at 1 MiB/s would take almost 4 s.

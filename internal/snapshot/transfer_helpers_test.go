@@ -134,6 +134,26 @@ func newPair(t testing.TB, files []testFile, comp raftpb.Compression) *pair {
 	return p
 }
 
+// serveLatest starts a Sender configured by cfg (closed with the test) and
+// registers the latest snapshot of st for peer 2.
+func serveLatest(t testing.TB, st *Store, cfg SenderConfig) (*Sender, ReaderID) {
+	t.Helper()
+	s, err := NewSender(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	h, err := st.OpenReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Register(2, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, id
+}
+
 // register opens the leader's latest snapshot and registers a reader.
 func (p *pair) register(t testing.TB) InstallRequest {
 	t.Helper()

@@ -179,21 +179,12 @@ func TestTransferResumeAfterLeaderRestart(t *testing.T) {
 	if _, err := r.Receive(context.Background(), p.follower, req, p.sender); !errors.Is(err, ErrReaderNotFound) {
 		t.Fatalf("old reader after the restart: %v", err)
 	}
-	s2, err := NewSender(SenderConfig{FS: p.leaderFS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	h, _ := p.leader.OpenReader(0)
-	id, err := s2.Register(2, h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS})
 	if id == req.Reader {
 		t.Fatalf("restarted sender reused reader ID %d", id)
 	}
 	counter.FileSource = s2
-	res, err := r.Receive(context.Background(), p.follower, InstallRequest{From: 1, Meta: h.Meta(), Reader: id}, counter)
+	res, err := r.Receive(context.Background(), p.follower, InstallRequest{From: 1, Meta: p.meta, Reader: id}, counter)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,16 +108,7 @@ func TestTransferReservationBeforeAnyRead(t *testing.T) {
 // it refuses, and when a reader is released.
 func TestSenderSlotsAndReferences(t *testing.T) {
 	p := newPair(t, multiFile(4, 8<<10), raftpb.NoCompression)
-	s, err := NewSender(SenderConfig{FS: p.leaderFS, Throttle: NewThrottle(Limits{MaxConcurrentSends: 1})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r1, _ := p.leader.OpenReader(0)
-	id, err := s.Register(2, r1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS, Throttle: NewThrottle(Limits{MaxConcurrentSends: 1})})
 	r2, _ := p.leader.OpenReader(0)
 	if _, err := s.Register(3, r2); !errors.Is(err, ErrNoSlot) {
 		t.Fatalf("second send: %v, want ErrNoSlot", err)
@@ -380,16 +371,7 @@ func TestTransferProgress(t *testing.T) {
 func testTransferProgress(t *testing.T) {
 	p := newPair(t, multiFile(14, 512<<10), raftpb.NoCompression)
 	tr := NewTransfers(nil)
-	s, err := NewSender(SenderConfig{FS: p.leaderFS, Transfers: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	h, _ := p.leader.OpenReader(0)
-	id, err := s.Register(2, h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, id := serveLatest(t, p.leader, SenderConfig{FS: p.leaderFS, Transfers: tr})
 	gate := newGate(s, "blob-000001.sst", 0)
 	r := newTestReceiver(t, ReceiverConfig{Transfers: tr, ChunkSize: 16 << 10})
 	done := make(chan error, 1)
@@ -514,17 +496,8 @@ func TestReceiveCancelLeavesNothing(t *testing.T) {
 		leaderFS, followerFS := &openCountFS{FS: vfs.NewMem()}, &openCountFS{FS: vfs.NewMem()}
 		leader, follower := openStore(t, leaderFS, "leader"), openStore(t, followerFS, "follower")
 		files := multiFile(15, 512<<10)
-		publish(t, leader, 100, 3, raftpb.Zstd, files)
-		s, err := NewSender(SenderConfig{FS: leaderFS})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		h, _ := leader.OpenReader(0)
-		id, err := s.Register(2, h)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := publish(t, leader, 100, 3, raftpb.Zstd, files)
+		s, id := serveLatest(t, leader, SenderConfig{FS: leaderFS})
 		gate := newGate(s, "index", 16<<10)
 		r, err := NewReceiver(ReceiverConfig{ChunkSize: 16 << 10, SyncBytes: 32 << 10})
 		if err != nil {
@@ -534,7 +507,7 @@ func TestReceiveCancelLeavesNothing(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			_, err := r.Receive(ctx, follower, InstallRequest{From: 1, Meta: h.Meta(), Reader: id}, gate)
+			_, err := r.Receive(ctx, follower, InstallRequest{From: 1, Meta: m, Reader: id}, gate)
 			done <- err
 		}()
 		<-gate.reached
