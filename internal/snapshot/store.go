@@ -474,11 +474,19 @@ func (s *Store) gcLocked() []string {
 		return nil
 	}
 	var doomed []string
-	// A kept .receiving directory that a newer snapshot made useless.
+	// A kept .receiving directory that a newer snapshot made useless. NB:
+	// renamed to .deleting under the lock, like a snapshot, so that a
+	// Receive running before the removal never finds two .receiving
+	// directories (at most one per group, at every instant).
 	if s.receiving != "" && s.rx == nil {
 		if index, _, _, _ := parseDirName(s.receiving); index <= s.latestIndexLocked() {
-			doomed = append(doomed, s.receiving)
-			s.receiving, s.receivingMeta = "", nil
+			to := tempName(index, s.nextSeqLocked(), kindDeleting)
+			if err := s.fs.Rename(s.path(s.receiving), s.path(to)); err != nil {
+				s.log.Warn("snapshot: gc rename failed", "dir", s.receiving, "err", err)
+			} else {
+				doomed = append(doomed, to)
+				s.receiving, s.receivingMeta = "", nil
+			}
 		}
 	}
 	if len(s.snaps) <= s.retained {
