@@ -100,9 +100,11 @@ func fullWire(t testing.TB, p *pair) int64 {
 	return c.wire.Load()
 }
 
-// The receiver crashes at 50 % of the transfer (power loss: unsynced data
-// dropped, or partly kept) and restarts: the transfer resumes from what
-// survived, verified, and publishes an identical snapshot.
+// The connection breaks at 50 % of the transfer, then the receiver loses
+// power (unsynced data dropped, or partly kept) and restarts: the transfer
+// resumes from what survived, verified, and publishes an identical
+// snapshot. NB: the failed Receive closed and synced its files before the
+// crash; TestTransferResumeAfterCrashMidFile crashes while one is open.
 func TestTransferResumeAfterReceiverRestart(t *testing.T) {
 	for _, unsynced := range []int{0, 50, 100} {
 		t.Run(map[int]string{0: "unsynced=0%", 50: "unsynced=50%", 100: "unsynced=100%"}[unsynced], func(t *testing.T) {
