@@ -59,12 +59,12 @@ func recordSize(n int) int {
 //     the same bytes on this disk, and bytes=1048576 in it is the raw
 //     durable sequential bandwidth.
 //
-// Measured here (2026-11-22): 1 MiB appended runs at 150–260 MB/s but
-// 1 MiB over zeroed space at ~1 GB/s and more (4–16 MiB writes: ~1.4 GB/s,
+// Measured here (2026-11-22): 1 MiB appended runs at 150–440 MB/s but
+// 1 MiB over zeroed space at 0.9–1.5 GB/s (4–16 MiB writes: ~1.4 GB/s,
 // DESIGN.md §9's 1.0–1.45 GiB/s), because appending turns every fdatasync
 // into a journal commit too. Appending 1 MiB is not the disk's durable
 // sequential bandwidth, and logdb never appends, so it would flatter logdb
-// 4–7×; space=zeroed is the bandwidth baseline.
+// 2.5–7×; space=zeroed is the bandwidth baseline.
 func BenchmarkRawFdatasync(b *testing.B) {
 	for _, space := range []string{"append", "zeroed"} {
 		for _, n := range []int{recordSize(16), recordSize(1024), 1 << 20} {
