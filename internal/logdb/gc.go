@@ -102,7 +102,7 @@ func (db *DB) rewriteMeta(segs, live []uint64) (keep []uint64, err error) {
 	db.gmu.RLock()
 	for _, g := range db.groups {
 		g.mu.RLock()
-		if slices.Contains(segs, g.hsSeg) || slices.Contains(segs, g.snapSeg) || slices.Contains(segs, g.compactSeg) {
+		if slices.Contains(segs, g.hsSeg) || slices.Contains(segs, g.snapSeg) || slices.Contains(segs, g.compactSeg) || slices.Contains(segs, g.lastSeg) {
 			encodeState(wb, g.id, &g.hs, &g.snap, g.first, g.compactTerm, g.last)
 		}
 		g.mu.RUnlock()

@@ -46,8 +46,15 @@ type group struct {
 	// hsSeg, snapSeg and compactSeg pin the segments holding the chunks
 	// that last set the HardState, the snapshot pointer and the compaction
 	// point (first, compactTerm); replay needs each of them (0: never set).
-	hsSeg, snapSeg, compactSeg uint64
-	removed                    bool
+	// lastSeg pins the segment of the chunk that last set last (the latest
+	// append, a reset that discarded the log, or a state): replaying it
+	// drops whatever older, truncated entries are still on disk above
+	// last. While the log is not empty its entries pin that segment
+	// anyway; once compaction empties the log, only this pin keeps a
+	// restart from reading a truncated suffix in an older segment back as
+	// the log's tail.
+	hsSeg, snapSeg, compactSeg, lastSeg uint64
+	removed                             bool
 
 	// busy: an op for this group is queued or being written (DB.mu).
 	busy bool
@@ -55,7 +62,7 @@ type group struct {
 
 // fresh reports whether the group has never stored anything.
 func (g *group) fresh() bool {
-	return g.hsSeg == 0 && g.snapSeg == 0 && g.compactSeg == 0 && len(g.liveRuns()) == 0 && g.last == 0
+	return g.hsSeg == 0 && g.snapSeg == 0 && g.compactSeg == 0 && g.lastSeg == 0 && len(g.liveRuns()) == 0 && g.last == 0
 }
 
 func newGroup(id raftpb.GroupID) *group {
@@ -125,11 +132,24 @@ func (a *applier) setCompactSeg(g *group, seg uint64) {
 	a.pin(seg, 0, 1)
 }
 
-// setAllSegs: the chunk at seg carries the group's whole metadata.
-func (a *applier) setAllSegs(g *group, seg uint64) {
+func (a *applier) setLastSeg(g *group, seg uint64) {
+	if g.lastSeg == seg {
+		return
+	}
+	a.pin(g.lastSeg, 0, -1)
+	g.lastSeg = seg
+	a.pin(seg, 0, 1)
+}
+
+// setAllSegs: the chunk at seg carries the group's HardState, snapshot
+// pointer and compaction point (and, with last, its last index).
+func (a *applier) setAllSegs(g *group, seg uint64, last bool) {
 	a.setHSSeg(g, seg)
 	a.setSnapSeg(g, seg)
 	a.setCompactSeg(g, seg)
+	if last {
+		a.setLastSeg(g, seg)
+	}
 }
 
 // truncateFrom drops entries >= i.
@@ -257,10 +277,12 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 		}
 		g.compactTerm = m.Term
 		g.snap, g.hs = m, o.hs
-		a.setAllSegs(g, pos.Segment)
+		// Only a reset that discards the log sets last; one that keeps it
+		// leaves last to the chunk that set it.
+		a.setAllSegs(g, pos.Segment, !o.keep)
 	case opRemove:
 		a.dropAll(g)
-		a.setAllSegs(g, 0)
+		a.setAllSegs(g, 0, true)
 		g.removed = true
 		db.gmu.Lock()
 		delete(db.groups, o.group)
@@ -278,7 +300,7 @@ func (a *applier) apply(o *op, pos wal.Pos) error {
 		g.first, g.compactTerm = o.index, o.term
 		a.truncateFrom(g, o.last+1)
 		g.last = o.last
-		a.setAllSegs(g, pos.Segment)
+		a.setAllSegs(g, pos.Segment, true)
 	}
 	return nil
 }
@@ -340,6 +362,7 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 		return err
 	}
 	g.last = hi
+	a.setLastSeg(g, pos.Segment)
 	if fill {
 		a.db.evictQ.push(evictItem{g: g, upto: hi})
 	}
