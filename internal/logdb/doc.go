@@ -39,10 +39,13 @@
 // # Segments and compaction
 //
 // A segment is needed while it holds a live entry, or the latest HardState
-// or state of a group, or the tombstone of a removed group whose older
-// records are still on disk. When only metadata pins a segment, the commit
-// leader rewrites that metadata (one "state" chunk per group) at the tail
-// and the segment is deleted (or recycled). Live entries are never moved: a
+// or state of a group, or the chunk that last set a group's last index
+// (replaying it drops a truncated suffix still on disk in an older segment;
+// it matters once compaction has emptied the log), or the tombstone of a
+// removed group whose older records are still on disk. When only metadata
+// pins a segment, the commit leader rewrites that metadata (one "state"
+// chunk per group) at the tail and the segment is deleted (or recycled).
+// Live entries are never moved: a
 // group whose old entries pin segments makes LogBytes grow, and past
 // MaxLogBytes OverLimit reports it so the host forces a snapshot and
 // compacts. Recovery reads only the live segments listed in the WAL
