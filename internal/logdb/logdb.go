@@ -14,11 +14,12 @@ import (
 
 var (
 	// ErrCompacted: the requested index is below the first available one
-	// (raft-rs StorageError::Compacted).
-	ErrCompacted = errors.New("logdb: entry compacted")
+	// (raft-rs StorageError::Compacted). The same value as
+	// raftpb.ErrCompacted, which the raft core tests for.
+	ErrCompacted = raftpb.ErrCompacted
 	// ErrUnavailable: the requested index is beyond the last entry
-	// (raft-rs StorageError::Unavailable).
-	ErrUnavailable = errors.New("logdb: entry unavailable")
+	// (raft-rs StorageError::Unavailable); raftpb.ErrUnavailable.
+	ErrUnavailable = raftpb.ErrUnavailable
 	// ErrStorageFailed: an fsync failed; the DB accepts no more writes.
 	// Reopen (after the disk is repaired) to recover what was durable.
 	ErrStorageFailed = errors.New("logdb: storage failed")

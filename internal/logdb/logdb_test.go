@@ -111,3 +111,35 @@ func TestGroupCommitGather(t *testing.T) {
 		})
 	}
 }
+
+// TestReadErrorsAreTheCoresSentinels: the raft core tells a compacted or
+// unavailable index from a storage failure with errors.Is against the
+// raftpb sentinels; logdb must return those very values, or the core would
+// treat a routine compacted read as a broken log.
+func TestReadErrorsAreTheCoresSentinels(t *testing.T) {
+	db, err := Open(vfs.NewMem(), "db", Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var ents []raftpb.Entry
+	for i := uint64(1); i <= 10; i++ {
+		ents = append(ents, raftpb.Entry{Index: i, Term: 1})
+	}
+	if err := db.SaveBatch([]Update{{Group: 1, Entries: ents}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Compact(1, 5); err != nil {
+		t.Fatal(err)
+	}
+	l := db.Group(1)
+	if _, err := l.Term(3); !errors.Is(err, raftpb.ErrCompacted) {
+		t.Fatalf("Term(3) after Compact(5) = %v, want raftpb.ErrCompacted", err)
+	}
+	if _, err := l.Entries(2, 8, 1<<20); !errors.Is(err, raftpb.ErrCompacted) {
+		t.Fatalf("Entries(2, 8) = %v, want raftpb.ErrCompacted", err)
+	}
+	if _, err := l.Term(11); !errors.Is(err, raftpb.ErrUnavailable) {
+		t.Fatalf("Term(11) = %v, want raftpb.ErrUnavailable", err)
+	}
+}

@@ -8,14 +8,15 @@ import (
 )
 
 var (
-	// ErrCompacted: the requested index is below the log's first index
-	// (it was compacted behind a snapshot).
-	ErrCompacted = errors.New("raft: requested index is compacted")
-	// ErrUnavailable: the requested index is above the log's last index.
-	ErrUnavailable = errors.New("raft: requested entry is unavailable")
+	// ErrCompacted: the requested index is compacted (raftpb.ErrCompacted,
+	// the same value logdb returns).
+	ErrCompacted = raftpb.ErrCompacted
+	// ErrUnavailable: the requested index is above the last index
+	// (raftpb.ErrUnavailable).
+	ErrUnavailable = raftpb.ErrUnavailable
 	// ErrSnapshotTemporarilyUnavailable: a snapshot is being generated;
-	// the core retries on a later tick (TiKV's GenSnapTask pattern).
-	ErrSnapshotTemporarilyUnavailable = errors.New("raft: snapshot is temporarily unavailable")
+	// the core retries on a later tick (raftpb's value).
+	ErrSnapshotTemporarilyUnavailable = raftpb.ErrSnapshotTemporarilyUnavailable
 	// ErrSnapshotOutOfDate: an applied snapshot is older than the log's.
 	ErrSnapshotOutOfDate = errors.New("raft: snapshot is out of date")
 )
