@@ -223,6 +223,29 @@ func (l *raftLog) append(ents []raftpb.Entry) uint64 {
 	return l.lastIndex()
 }
 
+// appendLeader appends copies of ents after the last index, stamped with
+// term and consecutive indexes, and returns the first index. Each entry is
+// copied once, straight into the unstable log; ents is not modified.
+// Positions past len(unstable.entries) were never handed out, so appending
+// in place cannot change a slice a message or Ready holds.
+func (l *raftLog) appendLeader(term uint64, ents []raftpb.Entry) uint64 {
+	u := &l.unstable
+	first := l.lastIndex() + 1
+	if u.snapshot != nil || first != u.offset+uint64(len(u.entries)) {
+		// A leader never has a pending snapshot, and its unstable
+		// entries always end at its last index.
+		panic(fmt.Sprintf("raft: leader append at %d does not follow unstable log [%d, +%d)",
+			first, u.offset, len(u.entries)))
+	}
+	n := len(u.entries)
+	u.entries = append(u.entries, ents...)
+	for i := n; i < len(u.entries); i++ {
+		u.entries[i].Term = term
+		u.entries[i].Index = first + uint64(i-n)
+	}
+	return first
+}
+
 // slice returns entries in [lo, hi) within maxSize bytes (at least one).
 func (l *raftLog) slice(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 	if lo >= hi {

@@ -50,13 +50,10 @@ func (r *Replica) handleLeaderPropose(m *raftpb.Message) error {
 			return err
 		}
 	}
-	// Copy the entries: their Term and Index are assigned here and the
-	// caller's slice must stay untouched.
-	ents := append(make([]raftpb.Entry, 0, len(m.Entries)), m.Entries...)
-	r.appendEntries(ents)
-	for i := range ents {
-		if ents[i].Type == raftpb.EntryConfigChange {
-			r.pendingConfIndex = ents[i].Index
+	first := r.appendEntries(m.Entries)
+	for i := range m.Entries {
+		if m.Entries[i].Type == raftpb.EntryConfigChange {
+			r.pendingConfIndex = first + uint64(i)
 		}
 	}
 	return nil

@@ -7,17 +7,14 @@ import (
 	"github.com/skiffdb/skiff/raftpb"
 )
 
-// appendEntries appends ents as the leader, in the current term. The
-// leader's own progress is updated in Advance, once they are durable; the
-// followers receive them at the next Ready (so that proposals batch).
-func (r *Replica) appendEntries(ents []raftpb.Entry) {
-	li := r.log.lastIndex()
-	for i := range ents {
-		ents[i].Term = r.term
-		ents[i].Index = li + 1 + uint64(i)
-	}
-	r.log.append(ents)
+// appendEntries appends copies of ents as the leader, in the current term,
+// and returns the index of the first; ents is not modified. The leader's own
+// progress is updated in Advance, once they are durable; the followers
+// receive them at the next Ready (so that proposals batch).
+func (r *Replica) appendEntries(ents []raftpb.Entry) uint64 {
+	first := r.log.appendLeader(r.term, ents)
 	r.pendingBcast = true
+	return first
 }
 
 // flushAppends sends what pendingBcast asked for.
