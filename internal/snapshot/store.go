@@ -29,8 +29,8 @@ package snapshot
 //	tx.Close()                       // keep the directory for a later resume
 //	tx.Abort()                       // remove it
 //
-//	s.FindFile(f) (path, ok)         // a file with f's name, size and CRC in
-//	                                 // the latest snapshot (hold a Reader to use it)
+// Files identical (name, size, CRC) to the latest snapshot's are
+// hard-linked by Receive itself; tx.Files() reports them as Linked.
 //
 // Meta records: EncodeMeta / DecodeMeta / ValidateMeta / ValidateFileName
 // (meta.go). Everything goes through vfs.FS.
@@ -364,15 +364,9 @@ func (s *Store) MinReferenced() (uint64, bool) {
 	return 0, false
 }
 
-// FindFile returns the path of a file with f's name, size and CRC32C in the
-// latest published snapshot, for a hard link instead of a copy. The caller
-// must hold a Reader of that snapshot while it uses the path.
-func (s *Store) FindFile(f raftpb.SnapshotFile) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.findFileLocked(f)
-}
-
+// findFileLocked returns the path of a file with f's name, size and CRC32C
+// in the latest published snapshot, so that a receive hard-links it instead
+// of copying it.
 func (s *Store) findFileLocked(f raftpb.SnapshotFile) (string, bool) {
 	if len(s.snaps) == 0 {
 		return "", false
