@@ -309,10 +309,18 @@ func (c *copier) finishFile(w *ReceiveFile, job *fileJob, crc uint32) error {
 	if crc == job.crc {
 		return nil
 	}
-	if z, err := c.tx.OpenFile(job.name, 0); err == nil {
-		_ = z.Close()
+	err := fmt.Errorf("%w: %s: crc %08x, meta says %08x", ErrFileChecksum, job.name, crc, job.crc)
+	// Truncate the file so the next attempt fetches it whole. If that
+	// fails the next attempt still verifies the prefix it resumes from;
+	// say so rather than drop the error.
+	z, terr := c.tx.OpenFile(job.name, 0)
+	if terr == nil {
+		terr = z.Close()
 	}
-	return fmt.Errorf("%w: %s: crc %08x, meta says %08x", ErrFileChecksum, job.name, crc, job.crc)
+	if terr != nil {
+		return fmt.Errorf("%w (truncating it for a refetch: %v)", err, terr)
+	}
+	return err
 }
 
 // syncer fsyncs receiving files in the background, through a handle of its

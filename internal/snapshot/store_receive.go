@@ -425,7 +425,12 @@ func (t *ReceiveTx) Commit() error {
 			return fmt.Errorf("%w: %s has %d of %d bytes", ErrChecksum, f.Name, size, f.Size)
 		}
 		if crc != f.CRC32C {
-			fs.Remove(p)
+			if err := fs.Remove(p); err != nil && !isNotExist(err) {
+				// Present is reset below, so the next attempt rewrites
+				// the file from offset 0 whatever is left of it.
+				t.s.log.Warn("snapshot: removing a receiving file with a bad checksum failed",
+					"file", p, "err", err)
+			}
 			f.Present, f.Linked, t.known[i] = 0, false, false
 			return fmt.Errorf("%w: %s: crc %08x, meta says %08x", ErrChecksum, f.Name, crc, f.CRC32C)
 		}
