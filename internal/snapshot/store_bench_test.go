@@ -14,15 +14,15 @@ import (
 )
 
 // benchSnapshotBytes is the size of the saved stream: 128 MiB unless
-// SKIFF_BENCH_SNAPSHOT_BYTES says otherwise (1073741824 for the issue's
-// 1 GiB figure).
+// SKIFF_BENCH_SNAPSHOT_MB says otherwise (1024 for the 1 GiB
+// figure) — the same variable the transfer benchmarks read.
 func benchSnapshotBytes(b *testing.B) int64 {
-	if s := os.Getenv("SKIFF_BENCH_SNAPSHOT_BYTES"); s != "" {
+	if s := os.Getenv("SKIFF_BENCH_SNAPSHOT_MB"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n <= 0 {
-			b.Fatalf("SKIFF_BENCH_SNAPSHOT_BYTES=%q", s)
+			b.Fatalf("SKIFF_BENCH_SNAPSHOT_MB=%q", s)
 		}
-		return n
+		return n << 20
 	}
 	return 128 << 20
 }
