@@ -28,8 +28,6 @@ type fileJob struct {
 	size  int64
 	crc   uint32 // the meta's CRC32C of the whole file
 	start int64  // Invariant: a multiple of the chunk size, or 0
-	// prefixCRC is the CRC32C of [0, start), verified against the sender.
-	prefixCRC uint32
 }
 
 func (c *copier) run(ctx context.Context) error {
@@ -83,7 +81,7 @@ func (c *copier) plan(ctx context.Context) ([]fileJob, error) {
 			}
 			continue
 		case f.Present > 0:
-			n, crc, err := c.verifiedPrefix(ctx, f)
+			n, err := c.verifiedPrefix(ctx, f)
 			if err != nil {
 				return nil, err
 			}
@@ -91,53 +89,52 @@ func (c *copier) plan(ctx context.Context) ([]fileJob, error) {
 			if n == job.size {
 				continue
 			}
-			job.start, job.prefixCRC = n, crc
+			job.start = n
 		}
 		jobs = append(jobs, job)
 	}
 	return jobs, nil
 }
 
-// verifiedPrefix returns the length and CRC32C of the longest prefix of f
-// held locally that matches the sender: the whole file if its CRC matches
-// the meta (else nothing); else the present bytes rounded down to a chunk
-// boundary (a torn
-// last write is dropped), halved until the local CRC equals the sender's
+// verifiedPrefix returns the length of the longest prefix of f held
+// locally that matches the sender: the whole file if its CRC matches the
+// meta (else nothing); else the present bytes rounded down to a chunk
+// boundary (a torn last write is dropped), halved until the local CRC equals the sender's
 // Checksum of the same range. Garbage after a crash is usually only at the
 // tail, so the first try normally succeeds.
-func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, uint32, error) {
+func (c *copier) verifiedPrefix(ctx context.Context, f FileState) (int64, error) {
 	size, present := int64(f.Size), int64(f.Present)
 	chunk := int64(c.r.cfg.ChunkSize)
 	if present == size {
 		c.wd.allowRead(size)
 		crc, err := c.tx.PrefixCRC(f.Name, f.Size)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		if crc == f.CRC32C {
-			return size, crc, nil
+			return size, nil
 		}
 		// NB: a complete file may be a hard link into a published snapshot,
 		// so the store refuses writes into it: fetch it again from zero.
-		return 0, 0, nil
+		return 0, nil
 	}
 	for n := present / chunk * chunk; n > 0; n = n / 2 / chunk * chunk {
 		c.wd.allowRead(n)
 		local, err := c.tx.PrefixCRC(f.Name, uint64(n))
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		c.wd.allowRead(n)
 		remote, err := c.src.Checksum(ctx, c.reader, f.Name, n)
 		if err != nil {
-			return 0, 0, wrapSourceErr(err)
+			return 0, wrapSourceErr(err)
 		}
 		c.wd.kick()
 		if local == remote {
-			return n, local, nil
+			return n, nil
 		}
 	}
-	return 0, 0, nil
+	return 0, nil
 }
 
 // chunkSlot is one of the InFlight buffers: the only memory a transfer
@@ -239,7 +236,6 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 	var (
 		cur      *ReceiveFile
 		job      *fileJob
-		crc      uint32
 		unsynced int64
 	)
 	sy := newSyncer(c.tx)
@@ -259,11 +255,11 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 			return t.err
 		}
 		if t.job != job {
-			if err := c.finishFile(cur, job, crc); err != nil {
+			if err := c.finishFile(cur, job); err != nil {
 				cur = nil
 				return err
 			}
-			job, crc, cur = t.job, t.job.prefixCRC, nil
+			job, cur = t.job, nil
 			c.wd.allowRead(job.start) // the store re-reads the prefix for its CRC
 			w, err := c.tx.OpenFile(job.name, uint64(job.start))
 			if err != nil {
@@ -274,7 +270,6 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 		if cur.Offset() != uint64(t.off) {
 			return fmt.Errorf("snapshot: chunk of %s at %d, file at %d (copier bug)", job.name, t.off, cur.Offset())
 		}
-		crc = crc32c(crc, t.data)
 		if _, err := cur.Write(t.data); err != nil {
 			return err
 		}
@@ -291,7 +286,7 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 	if err := ctx.Err(); err != nil {
 		return err // the dispatcher stopped early
 	}
-	err := c.finishFile(cur, job, crc)
+	err := c.finishFile(cur, job)
 	cur = nil
 	return err
 }
@@ -299,10 +294,13 @@ func (c *copier) write(ctx context.Context, order <-chan *chunkTask, free chan<-
 // finishFile closes (and syncs) a completely written file and checks its
 // CRC32C against the meta. A mismatch removes the file, so that the next
 // attempt fetches it from zero, and fails with ErrFileChecksum.
-func (c *copier) finishFile(w *ReceiveFile, job *fileJob, crc uint32) error {
+func (c *copier) finishFile(w *ReceiveFile, job *fileJob) error {
 	if w == nil {
 		return nil
 	}
+	// The file computed the CRC of everything it holds as it was written;
+	// no need to checksum the chunks a second time here.
+	crc := w.CRC()
 	if err := w.Close(); err != nil {
 		return err
 	}

@@ -308,6 +308,10 @@ type ReceiveFile struct {
 // Offset returns the offset the next Write goes to.
 func (rf *ReceiveFile) Offset() uint64 { return rf.off }
 
+// CRC returns the CRC32C of the file's bytes [0, Offset()): the verified
+// prefix it was opened at plus everything written since.
+func (rf *ReceiveFile) CRC() uint32 { return rf.crc }
+
 // Write writes p at Offset.
 func (rf *ReceiveFile) Write(p []byte) (int, error) {
 	if rf.closed {
