@@ -284,8 +284,7 @@ func statusError(status byte, msg []byte) error {
 // connections for reuse; a connection that saw an error or a cancelled call
 // is closed, never reused. Safe for concurrent use.
 type TCPSource struct {
-	addr   string
-	dialer net.Dialer
+	dial func(ctx context.Context) (net.Conn, error)
 
 	mu     sync.Mutex
 	idle   []net.Conn
@@ -296,7 +295,17 @@ var _ FileSource = (*TCPSource)(nil)
 
 // NewTCPSource returns a source that dials addr.
 func NewTCPSource(addr string) *TCPSource {
-	return &TCPSource{addr: addr, dialer: net.Dialer{Timeout: 10 * time.Second}}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	return NewDialSource(func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	})
+}
+
+// NewDialSource returns a source whose connections come from dial: the
+// host passes its transport's snapshot lane (TLS, or the in-memory network
+// of tests), so snapshot chunks never share a connection with Raft messages.
+func NewDialSource(dial func(ctx context.Context) (net.Conn, error)) *TCPSource {
+	return &TCPSource{dial: dial}
 }
 
 // Close closes the idle connections; calls in progress close theirs.
@@ -320,7 +329,7 @@ func (t *TCPSource) conn(ctx context.Context) (net.Conn, error) {
 		return c, nil
 	}
 	t.mu.Unlock()
-	return t.dialer.DialContext(ctx, "tcp", t.addr)
+	return t.dial(ctx)
 }
 
 func (t *TCPSource) put(c net.Conn) {
