@@ -14,6 +14,10 @@ type SnapshotFetch struct {
 	// From is the leader that offered it, in Term.
 	From raftpb.ReplicaID
 	Term uint64
+	// Context is the offer's Message.Context: the host's own data about
+	// where to fetch from (the leader's host names its snapshot reader
+	// there). Owned by the driver.
+	Context []byte
 }
 
 // handleFollowerInstallSnapshot accepts an offer of a snapshot from the
@@ -40,7 +44,7 @@ func (r *Replica) handleFollowerInstallSnapshot(m *raftpb.Message) error {
 	}
 	cp := *meta
 	r.installing, r.installingFrom = &cp, m.From
-	r.fetch = &SnapshotFetch{Meta: cp, From: m.From, Term: m.Term}
+	r.fetch = &SnapshotFetch{Meta: cp, From: m.From, Term: m.Term, Context: m.Context}
 	return nil
 }
 
