@@ -13,5 +13,47 @@
 // rejected and counted. Whether the sender is a member of the group is for
 // the engine to decide, which knows membership.
 //
+// # Wire format (TCP)
+//
+// One listening port serves both lanes. Every connection, after the TLS
+// handshake when TLS is configured, starts with a 16-byte preamble from the
+// dialer; the acceptor never writes on the Raft lane:
+//
+//	+------------+---------+------+--------------+--------------------+
+//	| "SKFT" (4) | version | lane | reserved (2) | deployment ID u64  |
+//	+------------+---------+------+--------------+--------------------+
+//	version = 1; lane = 1 (Raft) or 2 (snapshot); reserved = 0;
+//	integers little-endian.
+//
+// A bad magic, version, lane or reserved field closes the connection
+// (Stats.RejectedConns); another deployment ID closes it too
+// (Stats.RejectedDeployment, and a log line). A snapshot-lane connection is
+// then handed to SnapshotListener as is: it carries the snapshot package's
+// own protocol. A Raft-lane connection carries frames until it closes:
+//
+//	+------------+------------------+-----------------------------------+
+//	| length u32 | crc32c u32       | payload (length bytes)            |
+//	+------------+------------------+-----------------------------------+
+//	payload = raftpb.MessageBatch encoding (version byte, deployment ID,
+//	          source address, count, messages); crc32c (Castagnoli) covers
+//	          the payload; 0 < length <= MaxFrameBytes.
+//
+// A frame with a bad length, a bad CRC, a payload that does not decode or
+// that ends early is corrupt: nothing of it is delivered, the connection is
+// closed and Stats.CorruptFrames counted; the sender redials. Each batch's
+// deployment ID is checked again.
+//
+// # Sending
+//
+// Send encodes the messages at once onto the peer's bounded queue (so it
+// retains nothing of the caller's) and returns; one sender goroutine per
+// remote host dials, takes everything queued, writes it as one frame (more
+// only when a frame would pass MaxFrameBytes) through a bufio.Writer, and
+// flushes when the queue is empty. A failed dial or connection drops the
+// queue, reports the peer once through Handler.HandleUnreachable, and
+// Send drops during a jittered exponential backoff (10 ms doubling to 1 s).
+// HandleUnreachable is always called from a transport goroutine, never from
+// Send.
+//
 // Imports: raftpb only. Never raft, logdb, snapshot or engine.
 package transport

@@ -77,4 +77,7 @@ type Stats struct {
 	Connects uint64
 	// SnapshotConns: snapshot-lane connections accepted.
 	SnapshotConns uint64
+	// RejectedConns: accepted connections closed before carrying traffic
+	// (failed TLS handshake, bad magic, version or lane in the preamble).
+	RejectedConns uint64
 }
