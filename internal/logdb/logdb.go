@@ -105,11 +105,12 @@ type DB struct {
 	// mu guards the commit queue.
 	mu struct {
 		sync.Mutex
-		cur, spare *batch
-		writing    bool
-		idle       sync.Cond // broadcast when a leader finishes
-		closed     bool
-		failed     error
+		cur     *batch
+		spare   []*batch // finished batches kept for reuse (see maxSpare)
+		writing bool
+		idle    sync.Cond // broadcast when a leader finishes
+		closed  bool
+		failed  error
 
 		// Group-commit pacing (see gatherLocked).
 		// draining: callers whose batch is done that have not yet

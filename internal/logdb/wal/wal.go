@@ -18,6 +18,15 @@ import (
 // DefaultSegmentSize is the preallocated size of a segment file.
 const DefaultSegmentSize = 64 << 20
 
+// maxRecycle bounds the removed segment files kept for reuse. A recycled
+// file needs only its first block zeroed, while a new one is zero-filled
+// whole: in a 256-group × 1 KiB write benchmark that zero-fill took 64 %
+// of the process CPU and half of the disk's write bandwidth. With
+// compaction freeing segments about as fast as the log fills them, a few
+// kept files make every new segment a recycled one; the bound keeps the
+// disk space they hold small (4 × 64 MiB by default).
+const maxRecycle = 4
+
 // ErrFailed is returned by every write after an fsync failed: the kernel
 // may have dropped dirty pages, so what is on disk is unknown, and retrying
 // the fsync would report success for lost data. Reopen to recover.
@@ -607,7 +616,7 @@ func (w *WAL) Remove(nums []uint64) error {
 		s.f.Close()
 		path := w.fs.PathJoin(w.dir, segmentName(s.num))
 		w.prep.Lock()
-		if len(w.prep.recycle) < 1 && s.size == w.opts.SegmentSize {
+		if len(w.prep.recycle) < maxRecycle && s.size == w.opts.SegmentSize {
 			w.prep.recycle = append(w.prep.recycle, path)
 			w.prep.Unlock()
 			continue
