@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skiffdb/skiff/internal/logdb"
+	"github.com/skiffdb/skiff/internal/snapshot"
+	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/transport"
+)
+
+// Config configures an Engine: one host.
+type Config struct {
+	// Dir holds the host's data: logdb/ and one snapshots directory per
+	// group. FS is the file system every byte goes through.
+	Dir string
+	FS  vfs.FS
+	// Transport carries messages between hosts. The engine starts it and
+	// closes it.
+	Transport transport.Transport
+	// TickInterval is one Raft tick (default 100ms): ElectionTicks and
+	// HeartbeatTicks are counted in it.
+	TickInterval time.Duration
+	// StepWorkers and ApplyWorkers shard the groups (default 2 and 2).
+	StepWorkers  int
+	ApplyWorkers int
+	// Snapshot are the node-wide snapshot limits (rates and concurrency).
+	Snapshot snapshot.Limits
+	// SnapshotChunkTimeout fails a transfer that received nothing for this
+	// long (default 30s).
+	SnapshotChunkTimeout time.Duration
+	// LogDB options (segment size, cache, MaxLogBytes, UnsafeNoSync).
+	LogDB logdb.Options
+	// Listener is told of events; nil ignores them.
+	Listener Listener
+	Logger   *slog.Logger
+}
+
+func (c *Config) fill() error {
+	if c.Dir == "" {
+		return fmt.Errorf("engine: Dir is required")
+	}
+	if c.Transport == nil {
+		return fmt.Errorf("engine: Transport is required")
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.StepWorkers <= 0 {
+		c.StepWorkers = 2
+	}
+	if c.ApplyWorkers <= 0 {
+		c.ApplyWorkers = 2
+	}
+	if c.SnapshotChunkTimeout <= 0 {
+		c.SnapshotChunkTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Listener == nil {
+		c.Listener = nopListener{}
+	}
+	return nil
+}
+
+// GroupConfig configures one replica of one group.
+type GroupConfig struct {
+	Group   raftpb.GroupID
+	Replica raftpb.ReplicaID
+	// Members is the initial membership (replica → Raft address) of a new
+	// group. Ignored when the replica has state on disk. With Join the
+	// replica starts empty and waits to be added by the group's leader.
+	Members map[raftpb.ReplicaID]string
+	Join    bool
+	// NonVoting: with Join, the replica was added as a non-voter (a
+	// learner); only informative, membership comes from the log.
+	NonVoting bool
+
+	ElectionTicks  int // default 10
+	HeartbeatTicks int // default 1
+	PreVote        bool
+	CheckQuorum    bool
+	// LeaseRead serves linearizable reads from the leader's lease
+	// (requires CheckQuorum).
+	LeaseRead bool
+
+	// Snapshot policy (snapshot.Policy): SnapshotEntries, a jittered
+	// SnapshotInterval, SnapshotMinGap; CompactionOverhead entries kept
+	// below a snapshot; SnapshotsRetained published snapshots kept.
+	SnapshotEntries     uint64
+	SnapshotInterval    time.Duration
+	SnapshotMinGap      uint64
+	CompactionOverhead  uint64
+	SnapshotsRetained   int
+	SnapshotCompression raftpb.Compression
+	// MaxLogBytes forces a snapshot once the group's log pins this many
+	// bytes (0: the host's logdb limit).
+	MaxLogBytes uint64
+	// MaxInflightMsgs / MaxMsgBytes tune replication (defaults 256 / 1 MiB).
+	MaxInflightMsgs int
+	MaxMsgBytes     uint64
+}
+
+func (c *GroupConfig) fill() error {
+	if c.Group == 0 || c.Replica == 0 {
+		return fmt.Errorf("engine: group and replica IDs must not be 0")
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = 256
+	}
+	if c.MaxMsgBytes == 0 {
+		c.MaxMsgBytes = 1 << 20
+	}
+	if c.SnapshotsRetained == 0 {
+		c.SnapshotsRetained = snapshot.DefaultRetained
+	}
+	if !c.Join {
+		if len(c.Members) == 0 {
+			return fmt.Errorf("engine: group %d: Members is required unless Join", c.Group)
+		}
+		if _, ok := c.Members[c.Replica]; !ok {
+			return fmt.Errorf("engine: group %d: replica %d is not in Members", c.Group, c.Replica)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/transport"
+)
+
+// tcpCluster starts n engines over loopback TCP with one group.
+func tcpCluster(t *testing.T, n int, gcfg func(*GroupConfig)) []*Engine {
+	t.Helper()
+	var trs []*transport.TCP
+	members := map[raftpb.ReplicaID]string{}
+	for i := 0; i < n; i++ {
+		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, tr)
+		members[raftpb.ReplicaID(i+1)] = tr.Addr()
+	}
+	var es []*Engine
+	for i := 0; i < n; i++ {
+		e, err := Open(Config{Dir: fmt.Sprintf("host%d", i+1), FS: vfs.NewMem(), Transport: trs[i],
+			TickInterval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+		gc := GroupConfig{Group: 1, Replica: raftpb.ReplicaID(i + 1), Members: members, PreVote: true, CheckQuorum: true}
+		if gcfg != nil {
+			gcfg(&gc)
+		}
+		if err := e.StartGroup(context.Background(), gc, newKV); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, e := range es {
+			e.Close()
+		}
+	})
+	return es
+}
+
+func TestTCPProposeRead(t *testing.T) {
+	es := tcpCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := es[0].WaitLeader(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		res, err := es[i%3].Propose(ctx, 1, []byte(fmt.Sprintf("k%d=v%d", i, i)))
+		if err != nil {
+			t.Fatalf("propose %d: %v", i, err)
+		}
+		if res.Value != uint64(i+1) {
+			t.Fatalf("propose %d: result %d, want %d", i, res.Value, i+1)
+		}
+	}
+	for _, e := range es {
+		v, err := e.Read(ctx, 1, []byte("k99"))
+		if err != nil || string(v) != "v99" {
+			t.Fatalf("read: %q %v", v, err)
+		}
+	}
+}

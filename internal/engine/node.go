@@ -1,0 +1,558 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/skiffdb/skiff/internal/logdb"
+	"github.com/skiffdb/skiff/internal/raft"
+	"github.com/skiffdb/skiff/internal/rsm"
+	"github.com/skiffdb/skiff/internal/snapshot"
+	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/statemachine"
+)
+
+// node is one replica of one group on this host.
+//
+// Ownership: raft and everything marked "step" belong to the node's step
+// worker; rsm, trigger and everything marked "apply" to its apply worker.
+// The mailbox (mu) is how other goroutines hand work to the step worker;
+// the apply queue (amu) how the step worker and snapshot goroutines hand
+// work to the apply worker.
+type node struct {
+	e       *Engine
+	cfg     GroupConfig
+	group   raftpb.GroupID
+	replica raftpb.ReplicaID
+	log     *slog.Logger
+	glog    *logdb.GroupLog
+	store   *snapshot.Store
+	exec    *snapshot.Executor
+	sw      *stepWorker
+	aw      *applyWorker
+
+	// ctx is canceled when the node stops; background goroutines use it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
+	// step
+	raft      *raft.Replica
+	addrs     map[raftpb.ReplicaID]string // from the membership in effect
+	removed   map[raftpb.ReplicaID]bool
+	readBatch map[uint64]*readBatch // ReadIndex contexts awaiting a ReadState
+	sending   map[raftpb.ReplicaID]sentSnapshot
+	tickCount uint64
+	// afterPersist run once the current pass's state is durable.
+	afterPersist []func(error)
+
+	// mailbox (mu)
+	mu     sync.Mutex
+	msgs   []raftpb.Message
+	props  []*proposal
+	reads  []*readRequest
+	cmds   []func()
+	queued bool // in the step worker's run queue
+	// peerAddrs: the host each replica's messages came from, for replicas
+	// the membership does not name yet (a joining replica hears from a
+	// leader it has no address for).
+	peerAddrs map[raftpb.ReplicaID]string
+	stopErr   error
+	stopping  bool
+
+	// proposals waiting for apply (pmu), by key.
+	pmu     sync.Mutex
+	pending map[uint64]*proposal
+
+	// apply
+	rsm     *rsm.RSM
+	trigger *snapshot.Trigger
+	waiting []*readBatch // reads waiting for applied >= index
+	saving  atomic.Bool  // a snapshot save goroutine is running
+	// restored is the index of the last snapshot restored by an install,
+	// so that SetSnapshot knows it completes an install, not a save.
+	restored atomic.Uint64
+
+	// apply queue (amu)
+	amu     sync.Mutex
+	atasks  []applyTask
+	aqueued bool
+
+	// status, published by the workers for readers on other goroutines.
+	term, commit, applied, leader atomic.Uint64
+	firstIndex, lastIndex         atomic.Uint64
+	compactLimit                  atomic.Uint64
+	nextTrigger                   atomic.Int64 // unix nanos; 0: none
+	membership                    atomic.Pointer[raftpb.Membership]
+	failed                        atomic.Pointer[error]
+	stopped                       chan struct{}
+	lmu                           sync.Mutex
+	leaderCh                      chan struct{}
+	closeOnce                     sync.Once
+}
+
+// sentSnapshot is a snapshot reader registered for a peer (leader side).
+type sentSnapshot struct {
+	index  uint64
+	reader snapshot.ReaderID
+}
+
+func groupDir(e *Engine, g raftpb.GroupID) string {
+	return e.cfg.FS.PathJoin(e.cfg.Dir, "snapshots", fmt.Sprintf("%020d", g))
+}
+
+// openNode opens a replica: its snapshot store, its log, its state machine
+// (restored from the latest snapshot or, for an on-disk state machine,
+// opened at its durable applied index), the Raft core and the executor.
+func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachine.CreateFunc) (_ *node, err error) {
+	n := &node{
+		e:         e,
+		cfg:       cfg,
+		group:     cfg.Group,
+		replica:   cfg.Replica,
+		log:       e.cfg.Logger.With("group", uint64(cfg.Group), "replica", uint64(cfg.Replica)),
+		glog:      e.db.Group(cfg.Group),
+		readBatch: make(map[uint64]*readBatch),
+		sending:   make(map[raftpb.ReplicaID]sentSnapshot),
+		pending:   make(map[uint64]*proposal),
+		stopped:   make(chan struct{}),
+	}
+	n.compactLimit.Store(^uint64(0))
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.cancel()
+			n.closeResources()
+		}
+	}()
+	n.store, err = snapshot.Open(e.cfg.FS, groupDir(e, cfg.Group), snapshot.Options{
+		Group: cfg.Group, Retained: cfg.SnapshotsRetained, Logger: n.log})
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %d: open snapshots: %w", cfg.Group, err)
+	}
+	sm := create(uint64(cfg.Group), uint64(cfg.Replica))
+	if sm == nil {
+		return nil, fmt.Errorf("engine: group %d: create returned no state machine", cfg.Group)
+	}
+	n.rsm, err = rsm.New(rsm.Config{Group: uint64(cfg.Group), Replica: uint64(cfg.Replica), SM: sm, Logger: n.log})
+	if err != nil {
+		sm.Close()
+		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
+	if err := n.bootstrap(); err != nil {
+		return nil, err
+	}
+	applied, err := n.loadStateMachine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.raft, err = raft.New(raft.Config{
+		ID:              cfg.Replica,
+		Group:           cfg.Group,
+		ElectionTicks:   cfg.ElectionTicks,
+		HeartbeatTicks:  cfg.HeartbeatTicks,
+		Applied:         applied,
+		MaxMsgBytes:     cfg.MaxMsgBytes,
+		MaxInflightMsgs: cfg.MaxInflightMsgs,
+		PreVote:         cfg.PreVote,
+		CheckQuorum:     cfg.CheckQuorum || cfg.LeaseRead,
+		ReadOnly:        readOnly(cfg.LeaseRead),
+		Logger:          n.log,
+	}, &logReader{GroupLog: n.glog, n: n})
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
+	n.setMembership(n.raft.Membership())
+	n.publishStatus()
+	n.exec, err = snapshot.NewExecutor(snapshot.ExecutorConfig{
+		Store:              n.store,
+		Log:                execLog{n},
+		Raft:               execRaft{n},
+		StateMachine:       execSM{n},
+		Fetch:              e.receiver.Fetcher(n.store, n.sourceFor),
+		SnapshotMinGap:     cfg.SnapshotMinGap,
+		CompactionOverhead: cfg.CompactionOverhead,
+		Logger:             n.log,
+		OnError:            func(err error) { n.log.Warn("snapshot error", "err", err) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
+	now := time.Now()
+	n.trigger = snapshot.NewTrigger(snapshot.Policy{
+		SnapshotEntries:  cfg.SnapshotEntries,
+		SnapshotInterval: cfg.SnapshotInterval,
+		SnapshotMinGap:   cfg.SnapshotMinGap,
+		MaxLogBytes:      cfg.MaxLogBytes,
+	}, now, rand.New(rand.NewPCG(uint64(cfg.Group), uint64(cfg.Replica)^uint64(now.UnixNano()))))
+	n.publishTrigger()
+	n.sw = e.steps[int(uint64(cfg.Group)%uint64(len(e.steps)))]
+	n.aw = e.apply[int(uint64(cfg.Group)%uint64(len(e.apply)))]
+	return n, nil
+}
+
+func readOnly(lease bool) raft.ReadOnlyOption {
+	if lease {
+		return raft.ReadOnlyLeaseBased
+	}
+	return raft.ReadOnlySafe
+}
+
+// bootstrap records the initial membership of a new group as a snapshot
+// pointer at index 0, so that every initial replica starts from the same
+// configuration and the log starts at index 1. A joining replica starts
+// with no membership and learns it from the leader.
+func (n *node) bootstrap() error {
+	hs, snap, err := n.glog.InitialState()
+	if err != nil {
+		return fmt.Errorf("engine: group %d: %w", n.group, err)
+	}
+	last, _ := n.glog.LastIndex()
+	if !hs.IsEmpty() || !snap.IsEmpty() || last > 0 || len(snap.Membership.Voters) > 0 {
+		return nil // existing replica: its state wins over cfg.Members
+	}
+	if _, ok := n.store.Latest(); ok {
+		return nil // a snapshot (installed or imported) will set the state
+	}
+	if n.cfg.Join {
+		return nil
+	}
+	m := raftpb.Membership{}
+	for id, addr := range n.cfg.Members {
+		m.Voters = append(m.Voters, raftpb.Member{ID: id, Addr: addr})
+	}
+	sortMembers(m.Voters)
+	meta := raftpb.SnapshotMeta{Group: n.group, Membership: m}
+	return n.e.db.SaveBatch([]logdb.Update{{Group: n.group, Snapshot: &meta}})
+}
+
+// loadStateMachine brings the state machine to a point the log continues
+// from and returns the applied index for Raft: restore the latest
+// snapshot (completing an install or save that a crash interrupted), or
+// for an on-disk state machine open it at its durable index and replay
+// only the session bookkeeping of the entries it already has.
+func (n *node) loadStateMachine(ctx context.Context) (uint64, error) {
+	_, logSnap, err := n.glog.InitialState()
+	if err != nil {
+		return 0, err
+	}
+	smApplied, err := n.rsm.Open(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("engine: group %d: open state machine: %w", n.group, err)
+	}
+	latest, ok := n.store.Latest()
+	if ok && latest.Index > logSnap.Index {
+		// The snapshot was published but the log never learned of it
+		// (a crash between publish and SetSnapshot, after a save or an
+		// install): finish the job. Raft Fig. 13 rule 7 decides whether
+		// the log after it is kept.
+		t, terr := n.glog.Term(latest.Index)
+		keep := terr == nil && t == latest.Term
+		if err := n.e.db.ResetToSnapshot(n.group, latest, keep); err != nil {
+			return 0, fmt.Errorf("engine: group %d: record snapshot %d: %w", n.group, latest.Index, err)
+		}
+		logSnap = latest
+	}
+	last, err := n.glog.LastIndex()
+	if err != nil {
+		return 0, err
+	}
+	snapIndex := logSnap.Index
+	if !ok {
+		if snapIndex > 0 {
+			return 0, fmt.Errorf("engine: group %d: %w: the log starts after snapshot %d but no snapshot is stored",
+				n.group, snapshot.ErrNoValidSnapshot, snapIndex)
+		}
+		if err := rsm.CheckStart(0, smApplied, last); err != nil {
+			return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+		}
+		if smApplied > 0 {
+			if err := n.replayOnDisk(0, smApplied); err != nil {
+				return 0, err
+			}
+		}
+		return smApplied, nil
+	}
+	if n.rsm.OnDisk() && smApplied >= latest.Index {
+		if err := rsm.CheckStart(latest.Index, smApplied, last); err != nil {
+			return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+		}
+		// Current on-disk state: only the snapshot's sessions are read.
+		if err := n.restoreFrom(ctx, latest.Index); err != nil {
+			return 0, err
+		}
+		if err := n.replayOnDisk(latest.Index, smApplied); err != nil {
+			return 0, err
+		}
+		return smApplied, nil
+	}
+	if err := rsm.CheckStart(latest.Index, latest.Index, last); err != nil {
+		return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+	}
+	if err := n.restoreFrom(ctx, latest.Index); err != nil {
+		return 0, err
+	}
+	return latest.Index, nil
+}
+
+// restoreFrom restores the state machine from the published snapshot at
+// index, verifying every file first.
+func (n *node) restoreFrom(ctx context.Context, index uint64) error {
+	r, err := n.store.OpenReader(index)
+	if err != nil {
+		return fmt.Errorf("engine: group %d: %w", n.group, err)
+	}
+	defer r.Close()
+	if err := r.Verify(); err != nil {
+		return fmt.Errorf("engine: group %d: snapshot %d: %w", n.group, index, err)
+	}
+	return restoreRSM(ctx, n.rsm, r)
+}
+
+// restoreRSM hands a snapshot's stream and files to the rsm.
+func restoreRSM(ctx context.Context, s *rsm.RSM, r *snapshot.Reader) error {
+	meta := r.Meta()
+	var data io.Reader = eofReader{}
+	var files []statemachine.SnapshotFile
+	for _, f := range meta.Files {
+		if f.Name == snapshot.DataFile {
+			df, err := r.OpenFile(f.Name)
+			if err != nil {
+				return err
+			}
+			defer df.Close()
+			data = io.NewSectionReader(df, 0, int64(f.Size))
+			continue
+		}
+		p, err := r.Path(f.Name)
+		if err != nil {
+			return err
+		}
+		files = append(files, statemachine.SnapshotFile{Name: f.Name, Path: p, Size: int64(f.Size)})
+	}
+	if err := s.Restore(ctx, meta, data, files); err != nil {
+		return fmt.Errorf("restore snapshot %d: %w", meta.Index, err)
+	}
+	return nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// replayOnDisk feeds the entries (from, to] to the rsm's session
+// bookkeeping: an on-disk state machine already applied them.
+func (n *node) replayOnDisk(from, to uint64) error {
+	for lo := from + 1; lo <= to; {
+		ents, err := n.glog.Entries(lo, to+1, 8<<20)
+		if err != nil {
+			return fmt.Errorf("engine: group %d: replay (%d, %d]: %w", n.group, from, to, err)
+		}
+		if err := n.rsm.ReplayOnDisk(rsm.Batch{Entries: ents}); err != nil {
+			return fmt.Errorf("engine: group %d: replay: %w", n.group, err)
+		}
+		lo += uint64(len(ents))
+	}
+	return nil
+}
+
+func sortMembers(ms []raftpb.Member) {
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && ms[j].ID < ms[j-1].ID; j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+}
+
+// setMembership records the membership in effect (step worker).
+func (n *node) setMembership(m raftpb.Membership) {
+	addrs := make(map[raftpb.ReplicaID]string)
+	for _, l := range [][]raftpb.Member{m.Voters, m.VotersOutgoing, m.NonVoters} {
+		for _, mb := range l {
+			addrs[mb.ID] = mb.Addr
+		}
+	}
+	removed := make(map[raftpb.ReplicaID]bool, len(m.Removed))
+	for _, id := range m.Removed {
+		removed[id] = true
+	}
+	n.addrs, n.removed = addrs, removed
+	c := m.Clone()
+	n.membership.Store(&c)
+}
+
+// publishStatus copies the core's state for readers on other goroutines
+// (step worker).
+func (n *node) publishStatus() {
+	st := n.raft.Status()
+	n.term.Store(st.HardState.Term)
+	n.commit.Store(st.HardState.Commit)
+	n.leader.Store(uint64(st.SoftState.Lead))
+	n.firstIndex.Store(st.FirstIndex)
+	n.lastIndex.Store(st.LastIndex)
+}
+
+// deliver queues a message from the network (transport goroutine).
+func (n *node) deliver(m raftpb.Message, from string) {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		return
+	}
+	n.msgs = append(n.msgs, m)
+	if from != "" && n.peerAddrs[m.From] != from {
+		if n.peerAddrs == nil {
+			n.peerAddrs = make(map[raftpb.ReplicaID]string)
+		}
+		n.peerAddrs[m.From] = from
+	}
+	n.mu.Unlock()
+	n.sw.schedule(n)
+}
+
+// unreachable tells Raft that the replicas at addr did not get messages.
+func (n *node) unreachable(addr string) {
+	n.do(func() {
+		for id, a := range n.addrs {
+			if a == addr && id != n.replica {
+				_ = n.raft.Step(raftpb.Message{Type: raftpb.MsgUnreachable, From: id, Group: n.group})
+			}
+		}
+	})
+}
+
+// do runs fn on the step worker with the core (asynchronously). It reports
+// false if the node is stopping.
+func (n *node) do(fn func()) bool {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		return false
+	}
+	n.cmds = append(n.cmds, fn)
+	n.mu.Unlock()
+	n.sw.schedule(n)
+	return true
+}
+
+// doWait runs fn on the step worker and waits for it.
+func (n *node) doWait(ctx context.Context, fn func() error) error {
+	done := make(chan error, 1)
+	if !n.do(func() { done <- fn() }) {
+		return n.stoppedErr()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return n.stoppedErr()
+	}
+}
+
+func (n *node) stoppedErr() error {
+	if p := n.failed.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrGroupFailed, *p)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopErr != nil {
+		return n.stopErr
+	}
+	return ErrGroupStopped
+}
+
+// fail stops the group on an error it cannot continue from.
+func (n *node) fail(err error) {
+	if n.failed.CompareAndSwap(nil, &err) {
+		n.log.Error("group failed", "err", err)
+		n.e.cfg.Listener.OnEvent(Event{Kind: GroupFailed, Group: n.group, Replica: n.replica, Err: err})
+		n.stop(fmt.Errorf("%w: %w", ErrGroupFailed, err))
+	}
+}
+
+// stop marks the node stopping: no new work is queued, waiters are
+// released with err, background goroutines are canceled.
+func (n *node) stop(err error) {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		return
+	}
+	n.stopping = true
+	n.stopErr = err
+	props, reads := n.props, n.reads
+	n.props, n.reads, n.msgs, n.cmds = nil, nil, nil, nil
+	n.mu.Unlock()
+	close(n.stopped)
+	n.cancel()
+	if n.exec != nil {
+		n.exec.Stop()
+	}
+	for _, p := range props {
+		p.complete(statemachine.Result{}, err)
+	}
+	for _, r := range reads {
+		r.complete(nil, err)
+	}
+	n.pmu.Lock()
+	pending := n.pending
+	n.pending = map[uint64]*proposal{}
+	n.pmu.Unlock()
+	for _, p := range pending {
+		p.complete(statemachine.Result{}, err)
+	}
+}
+
+// closeResources releases what the node holds once no worker runs it.
+func (n *node) closeResources() {
+	n.closeOnce.Do(func() {
+		n.bg.Wait()
+		if n.rsm != nil {
+			if err := n.rsm.Close(); err != nil {
+				n.log.Warn("close state machine", "err", err)
+			}
+		}
+		if n.store != nil {
+			n.store.Close()
+		}
+	})
+}
+
+// sourceFor returns the leader's snapshot lane for an install request.
+func (n *node) sourceFor(req snapshot.InstallRequest) (snapshot.FileSource, error) {
+	m := n.membership.Load()
+	if m != nil {
+		for _, l := range [][]raftpb.Member{m.Voters, m.VotersOutgoing, m.NonVoters} {
+			for _, mb := range l {
+				if mb.ID == req.From {
+					return n.e.snapshotSource(mb.Addr), nil
+				}
+			}
+		}
+	}
+	n.mu.Lock()
+	addr := n.peerAddrs[req.From]
+	n.mu.Unlock()
+	if addr != "" {
+		return n.e.snapshotSource(addr), nil
+	}
+	return nil, fmt.Errorf("engine: group %d: no address for replica %d", n.group, req.From)
+}
+
+// addrOf returns the address of replica id (step worker).
+func (n *node) addrOf(id raftpb.ReplicaID) string {
+	if a, ok := n.addrs[id]; ok {
+		return a
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.peerAddrs[id]
+}

@@ -1,0 +1,491 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/skiffdb/skiff/internal/logdb"
+	"github.com/skiffdb/skiff/internal/raft"
+	"github.com/skiffdb/skiff/internal/raft/tracker"
+	"github.com/skiffdb/skiff/internal/rsm"
+	"github.com/skiffdb/skiff/internal/snapshot"
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// stepWorker drives the Raft cores of a shard of groups. One pass: drain
+// every scheduled group's mailbox into its core (and tick them all when the
+// ticker fired), collect the Readys, send the messages that may go before
+// persisting, persist every group's entries and HardState with ONE
+// logdb.SaveBatch (one fsync), send the rest, hand committed entries to the
+// apply workers and Advance (DESIGN.md §6).
+type stepWorker struct {
+	e  *Engine
+	id int
+
+	mu    sync.Mutex
+	runq  []*node
+	nodes map[*node]struct{}
+
+	// passMu is held for a whole pass, so remove can wait for a node to
+	// leave the worker.
+	passMu sync.Mutex
+	notify chan struct{}
+	quit   chan struct{}
+	done   chan struct{}
+
+	// Scratch reused across passes.
+	run     []*node
+	items   []readyItem
+	updates []logdb.Update
+	out     map[string][]raftpb.Message
+}
+
+type readyItem struct {
+	n  *node
+	rd raft.Ready
+}
+
+func newStepWorker(e *Engine, id int) *stepWorker {
+	return &stepWorker{
+		e: e, id: id,
+		nodes:  make(map[*node]struct{}),
+		notify: make(chan struct{}, 1),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+		out:    make(map[string][]raftpb.Message),
+	}
+}
+
+func (w *stepWorker) start() { go w.loop() }
+
+func (w *stepWorker) close() {
+	close(w.quit)
+	<-w.done
+}
+
+func (w *stepWorker) add(n *node) {
+	w.mu.Lock()
+	w.nodes[n] = struct{}{}
+	w.mu.Unlock()
+	w.schedule(n)
+}
+
+// remove takes n out of the worker and waits for a pass using it to end.
+func (w *stepWorker) remove(n *node) {
+	w.mu.Lock()
+	delete(w.nodes, n)
+	w.mu.Unlock()
+	w.passMu.Lock()
+	//lint:ignore SA2001 an empty critical section waits for the pass in progress
+	w.passMu.Unlock()
+}
+
+// schedule queues n for the next pass. n.queued is guarded by w.mu.
+func (w *stepWorker) schedule(n *node) {
+	w.mu.Lock()
+	if !n.queued {
+		n.queued = true
+		w.runq = append(w.runq, n)
+	}
+	w.mu.Unlock()
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (w *stepWorker) loop() {
+	defer close(w.done)
+	ticker := time.NewTicker(w.e.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		tick := false
+		select {
+		case <-w.quit:
+			return
+		case <-w.notify:
+		case <-ticker.C:
+			tick = true
+		}
+		w.pass(tick)
+	}
+}
+
+func (w *stepWorker) pass(tick bool) {
+	w.passMu.Lock()
+	defer w.passMu.Unlock()
+	w.mu.Lock()
+	run := append(w.run[:0], w.runq...)
+	for _, n := range w.runq {
+		n.queued = false
+	}
+	w.runq = w.runq[:0]
+	if tick {
+		run = run[:0]
+		for n := range w.nodes {
+			run = append(run, n)
+		}
+	}
+	w.mu.Unlock()
+	w.run = run
+
+	items := w.items[:0]
+	now := time.Now()
+	for _, n := range run {
+		if !n.drainMailbox() {
+			continue
+		}
+		if tick {
+			n.onTick(now)
+		}
+		if n.raft.HasReady() {
+			items = append(items, readyItem{n: n, rd: n.raft.Ready()})
+		}
+	}
+	w.items = items
+	if len(items) > 0 {
+		w.handleReadies(items)
+	}
+	for i := range items {
+		items[i] = readyItem{}
+	}
+}
+
+// handleReadies persists and sends the Readys of one pass.
+func (w *stepWorker) handleReadies(items []readyItem) {
+	e := w.e
+	// 1. Messages that may go before persisting (thesis §10.2.1).
+	for i := range items {
+		it := &items[i]
+		w.queueMessages(it.n, it.rd.Messages)
+	}
+	w.flush()
+
+	// 2. Persist: installed snapshots reset their logs first, then one
+	// batch, one fsync, for every group.
+	updates := w.updates[:0]
+	failed := make(map[*node]error)
+	for i := range items {
+		it := &items[i]
+		n := it.n
+		if it.rd.Snapshot != nil {
+			if err := e.db.ResetToSnapshot(n.group, *it.rd.Snapshot, false); err != nil {
+				failed[n] = fmt.Errorf("reset log to snapshot %d: %w", it.rd.Snapshot.Index, err)
+				continue
+			}
+		}
+		if len(it.rd.Entries) > 0 || !it.rd.HardState.IsEmpty() {
+			updates = append(updates, logdb.Update{Group: n.group, Entries: it.rd.Entries, HardState: it.rd.HardState})
+		}
+	}
+	if len(updates) > 0 {
+		if err := e.db.SaveBatch(updates); err != nil {
+			for _, u := range updates {
+				for i := range items {
+					if items[i].n.group == u.Group {
+						failed[items[i].n] = fmt.Errorf("save log: %w", err)
+					}
+				}
+			}
+		}
+	}
+	for i := range updates {
+		updates[i] = logdb.Update{}
+	}
+	w.updates = updates[:0]
+
+	// 3. What promises durable state, then apply and Advance.
+	for i := range items {
+		it := &items[i]
+		if err := failed[it.n]; err != nil {
+			it.n.runAfterPersist(err)
+			it.n.fail(err)
+			continue
+		}
+		w.queueMessages(it.n, it.rd.MessagesAfterPersist)
+	}
+	w.flush()
+	for i := range items {
+		it := &items[i]
+		if failed[it.n] != nil {
+			continue
+		}
+		it.n.afterReady(&it.rd)
+	}
+}
+
+// queueMessages sorts msgs by destination host, intercepting snapshot
+// offers to name the snapshot reader the follower must pull from.
+func (w *stepWorker) queueMessages(n *node, msgs []raftpb.Message) {
+	for i := range msgs {
+		m := msgs[i]
+		if m.Type == raftpb.MsgInstallSnapshot {
+			if !n.offerSnapshot(&m) {
+				continue
+			}
+		}
+		addr := n.addrOf(m.To)
+		if addr == "" {
+			continue // unknown replica: Raft retries once it is known
+		}
+		w.out[addr] = append(w.out[addr], m)
+	}
+}
+
+func (w *stepWorker) flush() {
+	for addr, msgs := range w.out {
+		if len(msgs) == 0 {
+			continue
+		}
+		w.e.cfg.Transport.Send(addr, msgs)
+		clear(msgs)
+		w.out[addr] = msgs[:0]
+	}
+}
+
+// drainMailbox moves queued input into the core. It reports false if the
+// node is stopping (it is then skipped).
+func (n *node) drainMailbox() bool {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		return false
+	}
+	msgs, props, reads, cmds := n.msgs, n.props, n.reads, n.cmds
+	n.msgs, n.props, n.reads, n.cmds = nil, nil, nil, nil
+	n.mu.Unlock()
+
+	for i := range msgs {
+		m := &msgs[i]
+		if n.removed[m.From] {
+			n.e.rejectedNonMember.Add(1)
+			continue
+		}
+		if err := n.raft.Step(*m); err != nil {
+			n.log.Debug("step", "type", m.Type, "from", m.From, "err", err)
+		}
+	}
+	if len(props) > 0 {
+		n.propose(props)
+	}
+	if len(reads) > 0 {
+		key := n.e.nextKey()
+		n.readBatch[key] = &readBatch{reqs: reads, tick: n.tickCount}
+		n.raft.ReadIndex(binary.BigEndian.AppendUint64(nil, key))
+	}
+	for _, fn := range cmds {
+		fn()
+	}
+	return true
+}
+
+// propose hands proposals to the core: normal and session entries in one
+// call, config changes one by one.
+func (n *node) propose(props []*proposal) {
+	ents := make([]raftpb.Entry, 0, len(props))
+	batch := props[:0:0]
+	for _, p := range props {
+		if p.cc != nil {
+			if err := n.raft.ProposeConfigChange(*p.cc); err != nil {
+				n.reject(p, err)
+			}
+			continue
+		}
+		ents = append(ents, raftpb.Entry{Type: p.typ, Data: p.data})
+		batch = append(batch, p)
+	}
+	if len(ents) == 0 {
+		return
+	}
+	if err := n.raft.Propose(ents...); err != nil {
+		for _, p := range batch {
+			n.reject(p, err)
+		}
+	}
+}
+
+func (n *node) reject(p *proposal, err error) {
+	n.removePending(p.key)
+	p.complete(rsmResultZero, fmt.Errorf("%w: %w", ErrRejected, err))
+}
+
+// onTick advances the core's clock and does the periodic housekeeping.
+func (n *node) onTick(now time.Time) {
+	n.raft.Tick()
+	n.tickCount++
+	if next := n.nextTrigger.Load(); next != 0 && now.UnixNano() >= next {
+		n.nextTrigger.Store(0)
+		n.aw.submit(n, applyTask{fn: n.checkTrigger})
+	}
+	every := uint64(n.cfg.ElectionTicks)
+	if n.tickCount%every != 0 {
+		return
+	}
+	// Reads whose ReadIndex was never answered (leadership lost) fail
+	// after two election timeouts; their callers may retry.
+	for key, b := range n.readBatch {
+		if n.tickCount-b.tick >= 2*every {
+			delete(n.readBatch, key)
+			for _, r := range b.reqs {
+				r.complete(nil, fmt.Errorf("%w: read index not confirmed (no leader?)", ErrRejected))
+			}
+		}
+	}
+	st := n.raft.Status()
+	if st.SoftState.Role != raft.Leader {
+		n.compactLimit.Store(^uint64(0))
+		for peer, s := range n.sending {
+			n.e.sender.Release(s.reader)
+			delete(n.sending, peer)
+		}
+		return
+	}
+	limit := ^uint64(0)
+	for id, pr := range st.Progress {
+		if id == n.replica {
+			continue
+		}
+		// Live followers that replicate normally keep the entries they
+		// still need (unless the log is over its byte cap: then the
+		// snapshot forced by the trigger compacts regardless).
+		if pr.RecentActive && pr.State != tracker.StateSnapshot && pr.Match+1 < limit {
+			limit = pr.Match + 1
+		}
+		if s, ok := n.sending[id]; ok && pr.State != tracker.StateSnapshot {
+			n.e.sender.Release(s.reader)
+			delete(n.sending, id)
+		}
+	}
+	if limit != ^uint64(0) {
+		limit-- // entries ≤ Match may go; Match+1 onwards are needed
+	}
+	if n.cfg.MaxLogBytes > 0 && uint64(n.glog.LogBytes()) > n.cfg.MaxLogBytes {
+		limit = ^uint64(0)
+	}
+	n.compactLimit.Store(limit)
+}
+
+// offerSnapshot registers a reader of the offered snapshot with the host's
+// sender and names it in the message. It reports false if the offer cannot
+// be made now (Raft then retries after its snapshot timeout).
+func (n *node) offerSnapshot(m *raftpb.Message) bool {
+	if s, ok := n.sending[m.To]; ok {
+		if s.index == m.Snapshot.Index {
+			m.Context = binary.BigEndian.AppendUint64(nil, uint64(s.reader))
+			return true
+		}
+		n.e.sender.Release(s.reader)
+		delete(n.sending, m.To)
+	}
+	r, err := n.store.OpenReader(m.Snapshot.Index)
+	if err != nil {
+		n.log.Warn("snapshot offer: open reader", "index", m.Snapshot.Index, "to", m.To, "err", err)
+		return false
+	}
+	id, err := n.e.sender.Register(m.To, r)
+	if err != nil {
+		r.Close()
+		n.log.Warn("snapshot offer: register", "index", m.Snapshot.Index, "to", m.To, "err", err)
+		return false
+	}
+	n.sending[m.To] = sentSnapshot{index: m.Snapshot.Index, reader: id}
+	m.Context = binary.BigEndian.AppendUint64(nil, uint64(id))
+	n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotSent, Group: n.group, Replica: n.replica, Peer: m.To, Index: m.Snapshot.Index})
+	return true
+}
+
+// afterReady hands a persisted Ready's results on and advances the core.
+func (n *node) afterReady(rd *raft.Ready) {
+	if rd.SoftState != nil {
+		lead := uint64(rd.SoftState.Lead)
+		if n.leader.Swap(lead) != lead {
+			n.notifyLeader()
+			n.e.cfg.Listener.OnEvent(Event{Kind: LeaderChanged, Group: n.group, Replica: n.replica,
+				Leader: rd.SoftState.Lead, Term: n.raft.Status().HardState.Term})
+		}
+	}
+	if rd.Snapshot != nil {
+		n.setMembership(rd.Snapshot.Membership)
+		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotInstalled, Group: n.group, Replica: n.replica,
+			Index: rd.Snapshot.Index, Term: rd.Snapshot.Term})
+	}
+	if len(rd.CommittedEntries) > 0 {
+		b := &rsm.Batch{Entries: rd.CommittedEntries}
+		for i := range rd.CommittedEntries {
+			if rd.CommittedEntries[i].Type == raftpb.EntryConfigChange {
+				m := n.raft.Membership()
+				n.setMembership(m)
+				b.Membership = &m
+				break
+			}
+		}
+		n.aw.submit(n, applyTask{batch: b})
+	}
+	for _, rs := range rd.ReadStates {
+		if len(rs.RequestCtx) != 8 {
+			continue
+		}
+		key := binary.BigEndian.Uint64(rs.RequestCtx)
+		if b, ok := n.readBatch[key]; ok {
+			delete(n.readBatch, key)
+			n.aw.submit(n, applyTask{read: b, readIndex: rs.Index})
+		}
+	}
+	if rd.Fetch != nil {
+		n.startInstall(*rd.Fetch)
+	}
+	n.raft.Advance(*rd)
+	n.runAfterPersist(nil)
+	n.publishStatus()
+}
+
+// runAfterPersist releases waiters for this pass's persisted state.
+func (n *node) runAfterPersist(err error) {
+	fns := n.afterPersist
+	n.afterPersist = nil
+	for _, fn := range fns {
+		fn(err)
+	}
+}
+
+// startInstall begins fetching and installing the snapshot a leader
+// offered, on a goroutine: the executor applies the registration rules,
+// pulls the files over the snapshot lane, restores the state machine on
+// the apply worker and resets the log through the step worker.
+func (n *node) startInstall(f raft.SnapshotFetch) {
+	if len(f.Context) != 8 {
+		n.log.Warn("snapshot offer without a reader", "index", f.Meta.Index, "from", f.From)
+		n.raft.InstallFailed(f.Meta)
+		return
+	}
+	req := snapshot.InstallRequest{From: f.From, Meta: f.Meta,
+		Reader: snapshot.ReaderID(binary.BigEndian.Uint64(f.Context))}
+	meta := f.Meta
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		n.exec.Install(n.ctx, f.Term, req, func(resp snapshot.InstallResponse) {
+			switch {
+			case resp.Success:
+				n.do(func() {
+					if n.raft.Status().Installing == meta.Index {
+						_ = n.raft.InstallSnapshot(meta)
+					}
+				})
+			case errors.Is(resp.Err, snapshot.ErrInterrupted):
+				// A retry of the same snapshot took over; it answers.
+			default:
+				err := resp.Err
+				if err == nil {
+					err = fmt.Errorf("term changed (leader term %d, ours %d)", f.Term, resp.Term)
+				}
+				n.log.Info("snapshot install failed", "index", meta.Index, "from", f.From, "err", err)
+				n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotFailed, Group: n.group, Replica: n.replica, Index: meta.Index, Err: err})
+				n.do(func() { n.raft.InstallFailed(meta) })
+			}
+		})
+	}()
+}
