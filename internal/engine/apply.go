@@ -197,6 +197,10 @@ func (n *node) snapshotCreated(idx uint64) {
 		for _, f := range m.Files {
 			bytes += int64(f.Size)
 		}
+	} else if m, ok := n.offerStore().Latest(); ok && m.Index == idx {
+		for _, f := range m.Files {
+			bytes += int64(f.Size)
+		}
 	}
 	n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotCreated, Group: n.group, Replica: n.replica, Index: idx, Bytes: bytes})
 }

@@ -72,3 +72,82 @@ func TestTCPProposeRead(t *testing.T) {
 		}
 	}
 }
+
+func TestTCPCatchUpBySnapshot(t *testing.T) {
+	var trs []*transport.TCP
+	members := map[raftpb.ReplicaID]string{}
+	for i := 0; i < 3; i++ {
+		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, tr)
+		members[raftpb.ReplicaID(i+1)] = tr.Addr()
+	}
+	gc := func(i int) GroupConfig {
+		return GroupConfig{Group: 1, Replica: raftpb.ReplicaID(i + 1), Members: members, PreVote: true,
+			CheckQuorum: true, SnapshotEntries: 50, CompactionOverhead: 5}
+	}
+	es := make([]*Engine, 3)
+	for i := 0; i < 3; i++ {
+		e, err := Open(Config{Dir: "host", FS: vfs.NewMem(), Transport: trs[i], TickInterval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es[i] = e
+		if err := e.StartGroup(context.Background(), gc(i), newKV); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, e := range es {
+			e.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := es[0].WaitLeader(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Take host 3 down and write past its log.
+	addr3 := trs[2].Addr()
+	es[2].Close()
+	for i := 0; i < 300; i++ {
+		if _, err := es[i%2].Propose(ctx, 1, []byte(fmt.Sprintf("k%d=v%d", i, i))); err != nil {
+			t.Fatalf("propose %d: %v", i, err)
+		}
+	}
+	st, _ := es[0].GroupStatus(1)
+	if st.FirstIndex <= 1 || st.Snapshot.Index == 0 {
+		t.Fatalf("log not compacted: first %d snapshot %d", st.FirstIndex, st.Snapshot.Index)
+	}
+	// Host 3 comes back wiped (a new disk) at the same address.
+	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: addr3, DeploymentID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es[2], err = Open(Config{Dir: "host", FS: vfs.NewMem(), Transport: tr, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := es[2].StartGroup(ctx, gc(2), newKV); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		v, err := es[2].Read(ctx, 1, []byte("k299"))
+		if err == nil && string(v) == "v299" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica 3 did not catch up: %q %v", v, err)
+		}
+	}
+	st3, _ := es[2].GroupStatus(1)
+	if st3.Snapshot.Index == 0 {
+		t.Fatalf("replica 3 caught up without a snapshot: %+v", st3)
+	}
+	v, err := es[2].StaleRead(ctx, 1, []byte("#"))
+	if err != nil || string(v) != "300" {
+		t.Fatalf("applied count on replica 3: %q %v", v, err)
+	}
+}

@@ -33,9 +33,14 @@ type node struct {
 	log     *slog.Logger
 	glog    *logdb.GroupLog
 	store   *snapshot.Store
-	exec    *snapshot.Executor
-	sw      *stepWorker
-	aw      *applyWorker
+	// sendStore holds the full data snapshots generated on demand for
+	// followers of an on-disk state machine, whose periodic snapshots
+	// (in store) carry only metadata. nil for other state machines.
+	sendStore  *snapshot.Store
+	generating atomic.Bool
+	exec       *snapshot.Executor
+	sw         *stepWorker
+	aw         *applyWorker
 
 	// ctx is canceled when the node stops; background goroutines use it.
 	ctx    context.Context
@@ -144,6 +149,13 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 	if err != nil {
 		sm.Close()
 		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
+	if n.rsm.OnDisk() {
+		n.sendStore, err = snapshot.Open(e.cfg.FS, groupDir(e, cfg.Group)+"-send", snapshot.Options{
+			Group: cfg.Group, Retained: 1, Logger: n.log})
+		if err != nil {
+			return nil, fmt.Errorf("engine: group %d: open send snapshots: %w", cfg.Group, err)
+		}
 	}
 	if err := n.bootstrap(); err != nil {
 		return nil, err
@@ -522,6 +534,9 @@ func (n *node) closeResources() {
 		}
 		if n.store != nil {
 			n.store.Close()
+		}
+		if n.sendStore != nil {
+			n.sendStore.Close()
 		}
 	})
 }

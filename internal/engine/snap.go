@@ -25,6 +25,16 @@ type logReader struct {
 // 002, TiKV's PeerStorage::snapshot).
 func (l *logReader) Snapshot(requestIndex uint64) (raftpb.SnapshotMeta, error) {
 	n := l.n
+	if n.sendStore != nil {
+		if m, ok := n.sendStore.Latest(); ok && m.Index >= requestIndex {
+			return m, nil
+		}
+		if n.generating.CompareAndSwap(false, true) {
+			n.bg.Add(1)
+			go n.generateFull()
+		}
+		return raftpb.SnapshotMeta{}, raft.ErrSnapshotTemporarilyUnavailable
+	}
 	if m, ok := n.store.Latest(); ok && m.Index >= requestIndex && m.Index > 0 {
 		return m, nil
 	}
@@ -56,6 +66,58 @@ func (n *node) runRequestedSnapshot() {
 	}
 }
 
+// generateFull saves a full data snapshot of an on-disk state machine
+// into the send store, for followers that need one (asynchronous
+// generation, seed 002). The log and the group's snapshot index are not
+// touched: the periodic metadata snapshots handle compaction.
+func (n *node) generateFull() {
+	defer n.bg.Done()
+	defer n.generating.Store(false)
+	release, ok := n.e.throttle.TryReserveGeneration()
+	if !ok {
+		return // the core asks again on a later tick
+	}
+	defer release()
+	var (
+		c   *rsm.Capture
+		err error
+	)
+	if werr := n.onApply(n.ctx, func() { c, err = n.rsm.Capture(true) }); werr != nil {
+		return
+	}
+	if err != nil {
+		n.log.Warn("full snapshot capture", "err", err)
+		return
+	}
+	cp := capture{c: c, n: n}
+	defer cp.Release()
+	w, err := n.sendStore.Create(cp.Meta())
+	if err != nil {
+		if !errors.Is(err, snapshot.ErrStale) {
+			n.log.Warn("full snapshot create", "err", err)
+		}
+		return
+	}
+	defer w.Abort()
+	if err := cp.Save(n.ctx, w); err != nil {
+		n.log.Warn("full snapshot save", "err", err)
+		return
+	}
+	if err := w.Commit(); err != nil {
+		n.log.Warn("full snapshot commit", "err", err)
+		return
+	}
+	n.snapshotCreated(c.Index())
+}
+
+// offerStore is the store whose snapshots are sent to followers.
+func (n *node) offerStore() *snapshot.Store {
+	if n.sendStore != nil {
+		return n.sendStore
+	}
+	return n.store
+}
+
 // execRaft is the executor's view of the core.
 type execRaft struct{ n *node }
 
@@ -63,7 +125,16 @@ func (r execRaft) Term() uint64 { return r.n.term.Load() }
 
 // CompactionLimit keeps the entries that live followers replicating
 // normally still need (computed by the step worker every election timeout).
-func (r execRaft) CompactionLimit() uint64 { return r.n.compactLimit.Load() }
+// A full snapshot being sent from the send store pins the entries after it.
+func (r execRaft) CompactionLimit() uint64 {
+	limit := r.n.compactLimit.Load()
+	if r.n.sendStore != nil {
+		if idx, ok := r.n.sendStore.MinReferenced(); ok && idx < limit {
+			limit = idx
+		}
+	}
+	return limit
+}
 
 // execLog is the executor's view of the log: both calls run on the step
 // worker, the group's only writer.

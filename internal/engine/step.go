@@ -380,7 +380,7 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 		n.e.sender.Release(s.reader)
 		delete(n.sending, m.To)
 	}
-	r, err := n.store.OpenReader(m.Snapshot.Index)
+	r, err := n.offerStore().OpenReader(m.Snapshot.Index)
 	if err != nil {
 		n.log.Warn("snapshot offer: open reader", "index", m.Snapshot.Index, "to", m.To, "err", err)
 		return false
