@@ -47,9 +47,10 @@
 //
 // Send encodes the messages at once onto the peer's bounded queue (so it
 // retains nothing of the caller's) and returns; one sender goroutine per
-// remote host dials, takes everything queued, writes it as one frame (more
-// only when a frame would pass MaxFrameBytes) through a bufio.Writer, and
-// flushes when the queue is empty. A failed dial or connection drops the
+// remote host dials, takes everything queued, writes it as frames of about
+// 1 MiB (one message alone may fill a frame up to MaxFrameBytes; a larger
+// one is dropped at Send) through a bufio.Writer, and flushes when the
+// queue is empty: one write for everything that queued meanwhile. A failed dial or connection drops the
 // queue, reports the peer once through Handler.HandleUnreachable, and
 // Send drops during a jittered exponential backoff (10 ms doubling to 1 s).
 // HandleUnreachable is always called from a transport goroutine, never from

@@ -126,11 +126,15 @@ func (fr *frameReader) next() ([]byte, error) {
 	if n == 0 || uint64(n) > uint64(fr.max) {
 		return nil, fmt.Errorf("%w: length %d (max %d)", ErrCorruptFrame, n, fr.max)
 	}
-	// Grow the buffer as bytes arrive rather than trusting the length.
+	// Grow the buffer as bytes arrive rather than trusting the length:
+	// doubling keeps the allocation within twice what was received.
 	p := make([]byte, 0, min(int(n), readChunk))
 	for len(p) < int(n) {
-		k := min(int(n)-len(p), readChunk)
-		p = append(p, make([]byte, k)...)
+		if len(p) == cap(p) {
+			p = append(make([]byte, 0, min(int(n), 2*cap(p))), p...)
+		}
+		k := cap(p) - len(p)
+		p = p[:cap(p)]
 		if _, err := io.ReadFull(fr.r, p[len(p)-k:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, fmt.Errorf("%w: payload cut short", ErrCorruptFrame)

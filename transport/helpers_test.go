@@ -82,6 +82,13 @@ func (r *recorder) messages() []raftpb.Message {
 	return append([]raftpb.Message(nil), r.msgs...)
 }
 
+// reset forgets the batches received so far.
+func (r *recorder) reset() {
+	r.mu.Lock()
+	r.batches, r.msgs = nil, nil
+	r.mu.Unlock()
+}
+
 func (r *recorder) unreachableCount(addr string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -111,15 +118,28 @@ func startTCP(t testing.TB, cfg TCPConfig) (*TCP, *recorder) {
 }
 
 // checkNoGoroutines fails if a goroutine runs code of this package's
-// non-test files: call it after closing every transport.
+// non-test files: call it after closing every transport. A goroutine that
+// has called wg.Done may not have exited yet, so it retries (yielding the
+// processor, not sleeping) for up to a second before failing.
 func checkNoGoroutines(t testing.TB) {
 	t.Helper()
+	deadline := time.Now().Add(time.Second)
 	buf := make([]byte, 16<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "skiff/transport.") && !strings.Contains(g, "_test.go") {
-			t.Errorf("goroutine left running:\n%s", g)
+	for {
+		var leaked []string
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "skiff/transport.") && !strings.Contains(g, "_test.go") {
+				leaked = append(leaked, g)
+			}
 		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("goroutines left running:\n%s", strings.Join(leaked, "\n\n"))
+			return
+		}
+		runtime.Gosched()
 	}
 }
 

@@ -18,9 +18,17 @@ import (
 const (
 	minBackoff = 10 * time.Millisecond
 	maxBackoff = time.Second
-	// maxFreeBuf: larger batch buffers are not kept for reuse, so that one
-	// burst does not pin memory for the peer's lifetime.
-	maxFreeBuf = 4 << 20
+	// frameTarget: a batch grows past this only with its first message.
+	// Frames of about 1 MiB still carry about a thousand 1 KiB entries
+	// each, while their buffers stay small enough to reuse and the
+	// receiver allocates no more than that per frame; everything queued
+	// still goes out in one write (several frames, one flush).
+	frameTarget = 1 << 20
+	// maxFreeBuf and maxFree bound the batch buffers kept for reuse, so
+	// that one burst (or one huge message) does not pin memory for the
+	// peer's lifetime.
+	maxFreeBuf = 2 * frameTarget
+	maxFree    = 8
 )
 
 var errPeerClosedConn = errors.New("transport: peer closed the connection")
@@ -105,7 +113,8 @@ func (p *peer) enqueue(msgs []raftpb.Message) bool {
 }
 
 // appendLocked encodes m at the end of the last batch, starting a new batch
-// when the frame would outgrow the limit.
+// when that one would pass frameTarget; a message alone may fill a frame up
+// to the limit, and one larger than that is dropped (false).
 func (p *peer) appendLocked(m *raftpb.Message) bool {
 	var b *outBatch
 	if n := len(p.queue); n > 0 {
@@ -115,23 +124,23 @@ func (p *peer) appendLocked(m *raftpb.Message) bool {
 	}
 	start := len(b.buf)
 	b.buf = m.AppendTo(b.buf)
-	if len(b.buf) <= p.limit {
-		b.n++
-		p.count++
-		return true
-	}
-	enc := b.buf[start:]
-	b.buf = b.buf[:start]
-	if start == 0 || len(enc) > p.limit {
+	size := len(b.buf) - start
+	switch {
+	case size > p.limit:
+		b.buf = b.buf[:start]
 		if b.n == 0 {
 			p.queue = p.queue[:len(p.queue)-1]
 			p.recycleLocked(b)
 		}
 		return false
+	case start > 0 && len(b.buf) > frameTarget:
+		nb := p.newBatchLocked()
+		nb.buf = append(nb.buf, b.buf[start:]...)
+		b.buf = b.buf[:start]
+		b = nb
 	}
-	nb := p.newBatchLocked()
-	nb.buf = append(nb.buf, enc...)
-	nb.n, p.count = 1, p.count+1
+	b.n++
+	p.count++
 	return true
 }
 
@@ -148,7 +157,7 @@ func (p *peer) newBatchLocked() *outBatch {
 }
 
 func (p *peer) recycleLocked(b *outBatch) {
-	if cap(b.buf) > maxFreeBuf || len(p.free) >= 4 {
+	if cap(b.buf) > maxFreeBuf || len(p.free) >= maxFree {
 		return
 	}
 	b.buf, b.n = b.buf[:0], 0

@@ -398,3 +398,37 @@ func TestTCPClose(t *testing.T) {
 	}
 	checkNoGoroutines(t)
 }
+
+// TestTCPFrameSizes: a queue larger than the frame target goes out as
+// several frames in order; a message larger than MaxFrameBytes is dropped
+// alone, and a message alone may exceed the target.
+func TestTCPFrameSizes(t *testing.T) {
+	leakCheck(t)
+	a, _ := startTCP(t, TCPConfig{MaxFrameBytes: 4 << 20})
+	b, rb := startTCP(t, TCPConfig{MaxFrameBytes: 4 << 20})
+	const n = 3000
+	msgs := make([]raftpb.Message, n)
+	for i := range msgs {
+		msgs[i] = msg(uint64(i), make([]byte, 1024))
+	}
+	if !a.Send(b.Addr(), msgs) {
+		t.Fatal("dropped")
+	}
+	rb.waitMessages(t, n)
+	checkOrder(t, rb.messages(), n)
+	if s := a.Stats(); s.BatchesSent < 3 {
+		t.Fatalf("3 MiB of messages in %d frames: want several frames of about 1 MiB", s.BatchesSent)
+	}
+	rb.reset()
+	big := []raftpb.Message{msg(0, make([]byte, 3<<20)), msg(1, make([]byte, 5<<20)), msg(2, nil)}
+	if a.Send(b.Addr(), big) {
+		t.Fatal("a message over MaxFrameBytes was not reported dropped")
+	}
+	rb.waitMessages(t, 2)
+	if got := rb.messages(); len(got) != 2 || got[0].Index != 0 || got[1].Index != 2 {
+		t.Fatalf("got %d messages", len(got))
+	}
+	if s := a.Stats(); s.MessagesDropped != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
