@@ -66,7 +66,9 @@
 //	| "SKRS" | ver=1 | flags | body len u32| body                  | crc32c u32 |
 //	+--------+-------+-------+-------------+-----------------------+------------+
 //	flags: 1 = full (state machine data follows), 2 = OnDisk state machine
-//	body:  index, term, state machine type, version (uvarints), sessions:
+//	body:  index, term, state machine index (the last entry the state
+//	       machine's own data holds, <= index), state machine type and
+//	       version (uvarints), sessions:
 //	       count, then per session oldest-used first: clientID, respondedTo,
 //	       lastUsed, n, then n × (series, lost byte, value, len, data),
 //	       series increasing (all uvarints but "lost").

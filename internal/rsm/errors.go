@@ -75,8 +75,12 @@ func (e *StartError) Unwrap() error { return e.Err }
 
 // CheckStart validates snapshotIndex <= applied <= lastLogIndex (DESIGN.md
 // §2): a replica never starts with a gap between its state machine and its
-// log. applied is the state machine's durable applied index (OnDisk.Open);
-// an in-memory state machine starts from the snapshot, so the engine passes
+// log. applied is the state machine's durable applied index: for an OnDisk
+// state machine, max(Open's index, LastApplied after restoring the local
+// snapshot) — Restore has already checked that the state machine holds every
+// entry of the snapshot that reached it, and the snapshot may end with
+// entries (NoOp, config change) the state machine never sees; an in-memory
+// state machine starts from the snapshot, so the engine passes
 // snapshotIndex. lastLogIndex is the log's last index (the snapshot index
 // when the log is empty after it). It returns nil or a *StartError.
 func CheckStart(snapshotIndex, applied, lastLogIndex uint64) error {

@@ -135,7 +135,7 @@ func (d *diskSM) Snapshot() (statemachine.Snapshot, error) {
 	d.snapshots++
 	return d.memSM.Snapshot()
 }
-func (d *diskSM) ConcurrentLookup()                  {}
+func (d *diskSM) ConcurrentLookup()                   {}
 func (d *diskSM) SnapshotType() (typ, version uint64) { return d.typ, d.ver }
 
 // typedSM is a memSM that declares a snapshot type.

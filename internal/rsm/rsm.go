@@ -76,10 +76,12 @@ type RSM struct {
 	// machine, sessions, membership). Invariant: never decreases except by
 	// Restore.
 	applied, term uint64
-	// smIndex (OnDisk only): the index the state machine's own data
-	// reflects: Open's durable index, then each applied entry, then a full
-	// Restore. Entries at or below it are never given to SM.Apply again.
-	// Invariant: smIndex >= applied once replay is done.
+	// smIndex (OnDisk only): the last index whose effects are in the
+	// state machine's own data: Open's durable index, then the last entry
+	// given to SM.Apply, then a Restore's index. Entries at or below it are
+	// never given to SM.Apply again. It may trail applied (NoOps, config
+	// changes and session operations never reach the state machine); it is
+	// above applied only until the engine finished ReplayOnDisk.
 	smIndex    uint64
 	membership raftpb.Membership
 	sessions   *sessionTable
@@ -398,8 +400,8 @@ func (s *RSM) flush(out []Applied) error {
 		}
 	}
 	s.applied, s.term = r.endIndex, r.endTerm
-	if s.onDisk != nil && s.applied > s.smIndex {
-		s.smIndex = s.applied
+	if last := r.entries[len(r.entries)-1].Index; s.onDisk != nil && last > s.smIndex {
+		s.smIndex = last
 	}
 	// Drop references to entry data and sessions before reuse.
 	clear(r.entries)

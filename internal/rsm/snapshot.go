@@ -33,7 +33,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // by RSM.Capture; Save then runs on a snapshot goroutine, concurrently with
 // Apply, and touches nothing the RSM still mutates.
 type Capture struct {
-	index, term   uint64
+	index, term uint64
+	// smIndex is the last index whose effects are in the state machine's
+	// own data (OnDisk): at or below index, below it when the last entries
+	// were NoOps, config changes or session operations. A metadata-only
+	// snapshot is usable after a restart only if Open returns at least it.
+	smIndex       uint64
 	membership    raftpb.Membership
 	onDisk, full  bool
 	smType, smVer uint64
@@ -101,6 +106,7 @@ func (s *RSM) Capture(full bool) (*Capture, error) {
 	c := &Capture{
 		index:      s.applied,
 		term:       s.term,
+		smIndex:    s.applied,
 		membership: s.membership.Clone(),
 		onDisk:     s.onDisk != nil,
 		full:       full || s.onDisk == nil,
@@ -126,6 +132,9 @@ func (s *RSM) Capture(full bool) (*Capture, error) {
 		}
 		c.snap = snap
 	}
+	if c.onDisk {
+		c.smIndex = s.smIndex
+	}
 	c.header = s.appendHeader(nil, c)
 	return c, nil
 }
@@ -145,6 +154,7 @@ func (s *RSM) appendHeader(b []byte, c *Capture) []byte {
 	body := len(b)
 	b = binary.AppendUvarint(b, c.index)
 	b = binary.AppendUvarint(b, c.term)
+	b = binary.AppendUvarint(b, c.smIndex)
 	b = binary.AppendUvarint(b, c.smType)
 	b = binary.AppendUvarint(b, c.smVer)
 	b = s.sessions.appendTo(b)
@@ -156,6 +166,7 @@ func (s *RSM) appendHeader(b []byte, c *Capture) []byte {
 type header struct {
 	full, onDisk  bool
 	index, term   uint64
+	smIndex       uint64
 	smType, smVer uint64
 	sessions      *sessionTable
 }
@@ -199,6 +210,10 @@ func readHeader(r io.Reader, maxSessions int) (header, error) {
 	h.full, h.onDisk = flags&flagFull != 0, flags&flagOnDisk != 0
 	h.index = d.uvarint("index")
 	h.term = d.uvarint("term")
+	h.smIndex = d.uvarint("state machine index")
+	if d.err == nil && h.smIndex > h.index {
+		d.err = fmt.Errorf("state machine index %d above the snapshot index %d: %w", h.smIndex, h.index, ErrCorruptSnapshot)
+	}
 	h.smType = d.uvarint("state machine type")
 	h.smVer = d.uvarint("state machine version")
 	h.sessions = decodeSessions(d, maxSessions)
@@ -223,9 +238,12 @@ func corruptIfEOF(err error) error {
 // type or a newer version ErrIncompatibleSnapshot.
 //
 // A metadata-only snapshot restores only the sessions, and only into an
-// OnDisk state machine whose data already reaches meta.Index (the local
-// restart case: Open returned an index >= meta.Index); otherwise it is
-// ErrNeedFullSnapshot. An error from SM.Restore is fatal for the replica.
+// OnDisk state machine whose data already holds every entry of the snapshot
+// that reached the state machine (the local restart case: Open returned an
+// index at or above the last such entry, which may be below meta.Index when
+// the snapshot ends with NoOps, config changes or session operations);
+// otherwise it is ErrNeedFullSnapshot. An error from SM.Restore is fatal for
+// the replica.
 func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Reader, files []statemachine.SnapshotFile) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("rsm: group %d replica %d: restore snapshot %d: %w", s.group, s.replica, meta.Index, err)
@@ -249,8 +267,8 @@ func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Rea
 			h.smType, h.smVer, s.smType, s.smVer, ErrIncompatibleSnapshot))
 	}
 	if !h.full {
-		if s.onDisk == nil || s.smIndex < meta.Index {
-			return wrap(fmt.Errorf("state machine at %d: %w", s.smIndex, ErrNeedFullSnapshot))
+		if s.onDisk == nil || s.smIndex < h.smIndex {
+			return wrap(fmt.Errorf("state machine at %d, snapshot's state machine data at %d: %w", s.smIndex, h.smIndex, ErrNeedFullSnapshot))
 		}
 		if s.applied > meta.Index {
 			// Sessions would go back while the data does not.
@@ -260,6 +278,8 @@ func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Rea
 		if n, _ := data.Read(one[:]); n != 0 {
 			return wrap(fmt.Errorf("metadata-only snapshot followed by data: %w", ErrCorruptSnapshot))
 		}
+		// Entries up to the snapshot never reach SM.Apply again.
+		s.smIndex = max(s.smIndex, meta.Index)
 	} else {
 		s.log.Info("restoring state machine from snapshot", "index", meta.Index, "term", meta.Term, "files", len(files))
 		if err := s.sm.Restore(ctx, data, files); err != nil {
