@@ -70,6 +70,7 @@ func (e *Engine) UnregisterSession(ctx context.Context, g raftpb.GroupID, client
 
 // wait submits p and waits for its outcome.
 func (n *node) wait(ctx context.Context, p *proposal) (statemachine.Result, error) {
+	n.e.metrics.proposals.Inc()
 	n.addPending(p)
 	if !n.submitProposal(p) {
 		n.removePending(p.key)

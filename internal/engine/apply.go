@@ -125,6 +125,7 @@ func (w *applyWorker) runNode(n *node) {
 
 func (w *applyWorker) applyBatch(n *node, b *rsm.Batch) {
 	out, err := n.rsm.Apply(*b, w.out[:0])
+	n.e.metrics.applied.Add(float64(len(b.Entries)))
 	w.out = out[:0]
 	for i := range out {
 		a := &out[i]
@@ -177,12 +178,15 @@ func (n *node) runSnapshot() {
 	}
 	defer release()
 	before, _ := n.exec.LastSnapshot()
+	start := time.Now()
 	idx, err := n.exec.DoSnapshot(n.ctx)
 	switch {
 	case err != nil:
+		n.e.metrics.failures.WithLabelValues("snapshot_save").Inc()
 		n.log.Info("snapshot not taken", "err", err)
 		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotFailed, Group: n.group, Replica: n.replica, Err: err})
 	case idx > before:
+		n.e.metrics.snapshotSeconds.WithLabelValues("save").Observe(since(start))
 		n.snapshotCreated(idx)
 	}
 	n.aw.submit(n, applyTask{fn: func() {
@@ -202,6 +206,7 @@ func (n *node) snapshotCreated(idx uint64) {
 			bytes += int64(f.Size)
 		}
 	}
+	n.e.metrics.snapshotBytes.WithLabelValues("created").Add(float64(bytes))
 	n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotCreated, Group: n.group, Replica: n.replica, Index: idx, Bytes: bytes})
 }
 
@@ -233,6 +238,7 @@ func (n *node) serveReads(applied uint64) {
 }
 
 func (n *node) serveRead(b *readBatch) {
+	n.e.metrics.reads.Add(float64(len(b.reqs)))
 	for _, r := range b.reqs {
 		v, err := n.rsm.Lookup(r.query)
 		r.complete(v, err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiffdb/skiff/internal/logdb"
 	"github.com/skiffdb/skiff/internal/snapshot"
@@ -35,6 +36,9 @@ type Config struct {
 	SnapshotChunkTimeout time.Duration
 	// LogDB options (segment size, cache, MaxLogBytes, UnsafeNoSync).
 	LogDB logdb.Options
+	// Metrics registers the host's Prometheus collectors (nil: not
+	// registered).
+	Metrics prometheus.Registerer
 	// Listener is told of events; nil ignores them.
 	Listener Listener
 	Logger   *slog.Logger
@@ -42,10 +46,10 @@ type Config struct {
 
 func (c *Config) fill() error {
 	if c.Dir == "" {
-		return fmt.Errorf("engine: Dir is required")
+		return fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
 	}
 	if c.Transport == nil {
-		return fmt.Errorf("engine: Transport is required")
+		return fmt.Errorf("%w: Transport is required", ErrInvalidConfig)
 	}
 	if c.FS == nil {
 		c.FS = vfs.Default
@@ -111,7 +115,7 @@ type GroupConfig struct {
 
 func (c *GroupConfig) fill() error {
 	if c.Group == 0 || c.Replica == 0 {
-		return fmt.Errorf("engine: group and replica IDs must not be 0")
+		return fmt.Errorf("%w: group and replica IDs must not be 0", ErrInvalidConfig)
 	}
 	if c.ElectionTicks == 0 {
 		c.ElectionTicks = 10
@@ -130,10 +134,10 @@ func (c *GroupConfig) fill() error {
 	}
 	if !c.Join {
 		if len(c.Members) == 0 {
-			return fmt.Errorf("engine: group %d: Members is required unless Join", c.Group)
+			return fmt.Errorf("%w: group %d: Members is required unless Join", ErrInvalidConfig, c.Group)
 		}
 		if _, ok := c.Members[c.Replica]; !ok {
-			return fmt.Errorf("engine: group %d: replica %d is not in Members", c.Group, c.Replica)
+			return fmt.Errorf("%w: group %d: replica %d is not in Members", ErrInvalidConfig, c.Group, c.Replica)
 		}
 	}
 	return nil

@@ -42,6 +42,7 @@ type Engine struct {
 	receiver  *snapshot.Receiver
 	server    *snapshot.TCPServer
 	rng       *rand.Rand // proposal-key salt
+	metrics   *metrics
 
 	steps  []*stepWorker
 	apply  []*applyWorker
@@ -88,6 +89,7 @@ func Open(cfg Config) (*Engine, error) {
 	// keys of different hosts (and of this host before a restart) do not
 	// collide; a counter below.
 	e.keySeq.Store(e.rng.Uint64() << 32)
+	e.metrics = newMetrics(e, cfg.Metrics)
 	e.sender, err = snapshot.NewSender(snapshot.SenderConfig{FS: cfg.FS, Throttle: e.throttle, Transfers: e.transfers})
 	if err != nil {
 		db.Close()
@@ -169,6 +171,9 @@ func (e *Engine) Close() error {
 	e.wg.Wait()
 	return e.db.Close()
 }
+
+// Addr returns the address other hosts reach this one at.
+func (e *Engine) Addr() string { return e.cfg.Transport.Addr() }
 
 // nextKey returns a host-unique proposal or read key.
 func (e *Engine) nextKey() uint64 { return e.keySeq.Add(1) }

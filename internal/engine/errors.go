@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/skiffdb/skiff/internal/logdb"
+	"github.com/skiffdb/skiff/internal/rsm"
 	"github.com/skiffdb/skiff/internal/snapshot"
 )
 
@@ -21,6 +22,12 @@ var (
 	ErrGroupStopped = errors.New("skiff: group stopped")
 	// ErrGroupFailed: the group hit an error it cannot continue from.
 	ErrGroupFailed = errors.New("skiff: group failed")
+
+	// ErrInvalidConfig wraps configuration errors.
+	ErrInvalidConfig = errors.New("skiff: invalid config")
+
+	ErrSessionNotFound = rsm.ErrSessionNotFound
+	ErrSessionExpired  = rsm.ErrSessionExpired
 
 	ErrBusy          = snapshot.ErrBusy
 	ErrStale         = snapshot.ErrStale

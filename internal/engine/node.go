@@ -485,6 +485,7 @@ func (n *node) stoppedErr() error {
 func (n *node) fail(err error) {
 	if n.failed.CompareAndSwap(nil, &err) {
 		n.log.Error("group failed", "err", err)
+		n.e.metrics.failures.WithLabelValues("group").Inc()
 		n.e.cfg.Listener.OnEvent(Event{Kind: GroupFailed, Group: n.group, Replica: n.replica, Err: err})
 		n.stop(fmt.Errorf("%w: %w", ErrGroupFailed, err))
 	}

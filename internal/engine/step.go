@@ -182,7 +182,17 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 		}
 	}
 	if len(updates) > 0 {
-		if err := e.db.SaveBatch(updates); err != nil {
+		start := time.Now()
+		err := e.db.SaveBatch(updates)
+		e.metrics.saveLatency.Observe(since(start))
+		e.metrics.saveGroups.Observe(float64(len(updates)))
+		entries := 0
+		for i := range updates {
+			entries += len(updates[i].Entries)
+		}
+		e.metrics.saveEntries.Observe(float64(entries))
+		if err != nil {
+			e.metrics.failures.WithLabelValues("storage").Inc()
 			for _, u := range updates {
 				for i := range items {
 					if items[i].n.group == u.Group {
@@ -308,6 +318,7 @@ func (n *node) propose(props []*proposal) {
 }
 
 func (n *node) reject(p *proposal, err error) {
+	n.e.metrics.proposalsRejected.Inc()
 	n.removePending(p.key)
 	p.complete(rsmResultZero, fmt.Errorf("%w: %w", ErrRejected, err))
 }
@@ -403,6 +414,7 @@ func (n *node) afterReady(rd *raft.Ready) {
 		lead := uint64(rd.SoftState.Lead)
 		if n.leader.Swap(lead) != lead {
 			n.notifyLeader()
+			n.e.metrics.leaderChanges.Inc()
 			n.e.cfg.Listener.OnEvent(Event{Kind: LeaderChanged, Group: n.group, Replica: n.replica,
 				Leader: rd.SoftState.Lead, Term: n.raft.Status().HardState.Term})
 		}
@@ -467,9 +479,11 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
+		start := time.Now()
 		n.exec.Install(n.ctx, f.Term, req, func(resp snapshot.InstallResponse) {
 			switch {
 			case resp.Success:
+				n.e.metrics.snapshotSeconds.WithLabelValues("install").Observe(since(start))
 				n.do(func() {
 					if n.raft.Status().Installing == meta.Index {
 						_ = n.raft.InstallSnapshot(meta)
@@ -483,6 +497,7 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 					err = fmt.Errorf("term changed (leader term %d, ours %d)", f.Term, resp.Term)
 				}
 				n.log.Info("snapshot install failed", "index", meta.Index, "from", f.From, "err", err)
+				n.e.metrics.failures.WithLabelValues("snapshot_install").Inc()
 				n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotFailed, Group: n.group, Replica: n.replica, Index: meta.Index, Err: err})
 				n.do(func() { n.raft.InstallFailed(meta) })
 			}

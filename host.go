@@ -1,0 +1,268 @@
+package skiff
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/skiffdb/skiff/internal/engine"
+	"github.com/skiffdb/skiff/internal/logdb"
+	"github.com/skiffdb/skiff/internal/snapshot"
+	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/statemachine"
+	"github.com/skiffdb/skiff/transport"
+)
+
+// Host runs replicas of many groups in one process. Its methods are safe
+// for concurrent use. Every blocking method takes a context: when it ends
+// first, the method returns an error wrapping ErrTimeout, and a proposal's
+// outcome is then unknown.
+type Host struct {
+	e   *engine.Engine
+	cfg HostConfig
+}
+
+// Open starts a host: it opens (and recovers) the log in cfg.Dir and
+// starts the transport. Groups are started with StartGroup.
+func Open(cfg HostConfig) (*Host, error) {
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("%w: Dir is required", ErrInvalidConfig)
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		if cfg.RaftAddr == "" {
+			return nil, fmt.Errorf("%w: RaftAddr (or Transport) is required", ErrInvalidConfig)
+		}
+		listen := cfg.ListenAddr
+		if listen == "" {
+			listen = cfg.RaftAddr
+		}
+		t, err := transport.NewTCP(transport.TCPConfig{ListenAddr: listen, AdvertiseAddr: cfg.RaftAddr,
+			DeploymentID: cfg.DeploymentID, TLS: cfg.TLS, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		tr = t
+	}
+	var listener engine.Listener
+	if cfg.Listener != nil {
+		listener = listenerFunc(cfg.Listener)
+	}
+	e, err := engine.Open(engine.Config{
+		Dir: cfg.Dir, FS: cfg.FS, Transport: tr,
+		TickInterval: cfg.TickInterval,
+		StepWorkers:  cfg.StepWorkers, ApplyWorkers: cfg.ApplyWorkers,
+		Snapshot: snapshot.Limits{
+			SendBytesPerSec:          cfg.MaxSnapshotSendBytesPerSec,
+			RecvBytesPerSec:          cfg.MaxSnapshotRecvBytesPerSec,
+			MaxConcurrentSends:       cfg.MaxConcurrentSnapshotSends,
+			MaxConcurrentRecvs:       cfg.MaxConcurrentSnapshotRecvs,
+			MaxConcurrentGenerations: cfg.MaxConcurrentSnapshotGenerations,
+		},
+		SnapshotChunkTimeout: cfg.SnapshotChunkTimeout,
+		LogDB: logdb.Options{SegmentSize: cfg.LogSegmentBytes, CacheBytes: cfg.LogCacheBytes,
+			MaxLogBytes: cfg.MaxLogBytes, UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger},
+		Listener: listener,
+		Metrics:  cfg.Metrics,
+		Logger:   cfg.Logger,
+	})
+	if err != nil {
+		if cfg.Transport == nil {
+			tr.Close()
+		}
+		return nil, err
+	}
+	return &Host{e: e, cfg: cfg}, nil
+}
+
+// Close stops every group and the host; requests in flight fail.
+func (h *Host) Close() error { return h.e.Close() }
+
+// RaftAddr returns the address other hosts reach this one at.
+func (h *Host) RaftAddr() string { return h.e.Addr() }
+
+// StartGroup starts this host's replica of a group. create is called once
+// for the replica's state machine; the state machine is then restored from
+// the latest snapshot (or, for a statemachine.OnDisk, opened at its durable
+// index) and the log after it is applied again.
+func (h *Host) StartGroup(ctx context.Context, cfg GroupConfig, create CreateFunc) error {
+	return h.e.StartGroup(ctx, engine.GroupConfig{
+		Group: cfg.GroupID, Replica: cfg.ReplicaID, Members: cfg.Members, Join: cfg.Join,
+		ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
+		PreVote: cfg.PreVote, CheckQuorum: cfg.CheckQuorum, LeaseRead: cfg.LeaseRead,
+		SnapshotEntries: cfg.SnapshotEntries, SnapshotInterval: cfg.SnapshotInterval,
+		SnapshotMinGap: cfg.SnapshotMinGap, CompactionOverhead: cfg.CompactionOverhead,
+		SnapshotsRetained: cfg.SnapshotsRetained, SnapshotCompression: cfg.SnapshotCompression,
+		MaxLogBytes: cfg.MaxLogBytes, MaxInflightMsgs: cfg.MaxInflightMsgs, MaxMsgBytes: cfg.MaxMsgBytes,
+	}, create)
+}
+
+// StopGroup stops this host's replica of group g; its data stays on disk.
+func (h *Host) StopGroup(g GroupID) error { return h.e.StopGroup(g) }
+
+// Propose replicates cmd in group g and returns the state machine's
+// result once it is applied on this host. Any replica accepts proposals.
+func (h *Host) Propose(ctx context.Context, g GroupID, cmd []byte) (statemachine.Result, error) {
+	return h.e.Propose(ctx, g, cmd)
+}
+
+// RegisterSession registers a client session in group g.
+func (h *Host) RegisterSession(ctx context.Context, g GroupID, clientID uint64) error {
+	return h.e.RegisterSession(ctx, g, clientID)
+}
+
+// UnregisterSession removes a client session from group g.
+func (h *Host) UnregisterSession(ctx context.Context, g GroupID, clientID uint64) error {
+	return h.e.UnregisterSession(ctx, g, clientID)
+}
+
+// ProposeSession proposes cmd in a client session: a retry with the same
+// SeriesID is applied at most once and returns the first result.
+func (h *Host) ProposeSession(ctx context.Context, g GroupID, s Session, cmd []byte) (statemachine.Result, error) {
+	return h.e.ProposeSession(ctx, g, engine.Session{ClientID: s.ClientID, SeriesID: s.SeriesID, RespondedTo: s.RespondedTo}, cmd)
+}
+
+// Read answers query linearizably (ReadIndex, or the leader's lease with
+// LeaseRead); it works on followers too.
+func (h *Host) Read(ctx context.Context, g GroupID, query []byte) ([]byte, error) {
+	return h.e.Read(ctx, g, query)
+}
+
+// StaleRead answers query from this replica as it is, which may be behind.
+func (h *Host) StaleRead(ctx context.Context, g GroupID, query []byte) ([]byte, error) {
+	return h.e.StaleRead(ctx, g, query)
+}
+
+// RequestSnapshot takes a snapshot of group g now and returns its index.
+func (h *Host) RequestSnapshot(ctx context.Context, g GroupID, opt SnapshotOption) (uint64, error) {
+	return h.e.RequestSnapshot(ctx, g, snapshot.SnapshotOption{
+		Exported: opt.Exported, ExportPath: opt.ExportPath,
+		CompactionOverhead: opt.CompactionOverhead, OverrideCompactionOverhead: opt.OverrideCompactionOverhead})
+}
+
+// AddReplica adds replica id, reachable at addr, to group g as a voter
+// (or promotes a non-voter). Then start it on its host with Join.
+func (h *Host) AddReplica(ctx context.Context, g GroupID, id ReplicaID, addr string) error {
+	return h.e.AddReplica(ctx, g, id, addr)
+}
+
+// AddNonVoting adds replica id as a non-voter: it receives the log but
+// does not vote. Promote it later with AddReplica.
+func (h *Host) AddNonVoting(ctx context.Context, g GroupID, id ReplicaID, addr string) error {
+	return h.e.AddNonVoting(ctx, g, id, addr)
+}
+
+// RemoveReplica removes replica id from group g; the ID is never reused.
+func (h *Host) RemoveReplica(ctx context.Context, g GroupID, id ReplicaID) error {
+	return h.e.RemoveReplica(ctx, g, id)
+}
+
+// TransferLeadership makes target the leader of g and waits for it.
+func (h *Host) TransferLeadership(ctx context.Context, g GroupID, target ReplicaID) error {
+	return h.e.TransferLeadership(ctx, g, target)
+}
+
+// WaitLeader waits until group g has a known leader and returns it.
+func (h *Host) WaitLeader(ctx context.Context, g GroupID) (ReplicaID, error) {
+	return h.e.WaitLeader(ctx, g)
+}
+
+// SetSnapshotLimits changes the node-wide snapshot rates and caps.
+func (h *Host) SetSnapshotLimits(sendBytesPerSec, recvBytesPerSec int64, sends, recvs, generations int) {
+	h.e.SetSnapshotLimits(snapshot.Limits{SendBytesPerSec: sendBytesPerSec, RecvBytesPerSec: recvBytesPerSec,
+		MaxConcurrentSends: sends, MaxConcurrentRecvs: recvs, MaxConcurrentGenerations: generations})
+}
+
+// GroupStatus is a replica's state, for monitoring and tests.
+type GroupStatus struct {
+	GroupID    GroupID
+	ReplicaID  ReplicaID
+	Leader     ReplicaID // 0: none known
+	Term       uint64
+	Commit     uint64
+	Applied    uint64
+	FirstIndex uint64 // the log holds [FirstIndex, LastIndex]
+	LastIndex  uint64
+	LogBytes   int64
+	Snapshot   SnapshotInfo // the latest published snapshot (Index 0: none)
+	Members    map[ReplicaID]string
+	NonVoters  map[ReplicaID]string
+	Transfers  []Transfer
+	// Failed is why the group stopped, if it failed.
+	Failed error
+}
+
+// SnapshotInfo describes a published snapshot.
+type SnapshotInfo struct {
+	Index, Term uint64
+	Bytes       int64
+	Files       int
+}
+
+// Transfer is a snapshot transfer in flight.
+type Transfer struct {
+	Sending     bool
+	Peer        ReplicaID
+	Index       uint64
+	Phase       string
+	BytesDone   int64
+	BytesTotal  int64
+	BytesPerSec float64
+	Started     time.Time
+}
+
+// GroupStatus returns group g's state on this host.
+func (h *Host) GroupStatus(g GroupID) (GroupStatus, error) {
+	st, err := h.e.GroupStatus(g)
+	if err != nil {
+		return GroupStatus{}, err
+	}
+	out := GroupStatus{
+		GroupID: st.Group, ReplicaID: st.Replica, Leader: st.Leader, Term: st.Term,
+		Commit: st.Commit, Applied: st.Applied, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
+		LogBytes: st.LogBytes, Failed: st.Failed,
+		Snapshot:  SnapshotInfo{Index: st.Snapshot.Index, Term: st.Snapshot.Term, Files: len(st.Snapshot.Files)},
+		Members:   members(st.Membership.Voters),
+		NonVoters: members(st.Membership.NonVoters),
+	}
+	for _, f := range st.Snapshot.Files {
+		out.Snapshot.Bytes += int64(f.Size)
+	}
+	for _, t := range st.Transfers {
+		out.Transfers = append(out.Transfers, Transfer{
+			Sending: t.Direction == snapshot.Sending, Peer: t.Peer, Index: t.Index, Phase: t.Phase.String(),
+			BytesDone: t.BytesDone, BytesTotal: t.BytesTotal, BytesPerSec: t.BytesPerSec, Started: t.Started})
+	}
+	return out, nil
+}
+
+func members(ms []raftpb.Member) map[ReplicaID]string {
+	out := make(map[ReplicaID]string, len(ms))
+	for _, m := range ms {
+		out[m.ID] = m.Addr
+	}
+	return out
+}
+
+// EventKind says what an Event reports.
+type EventKind = engine.EventKind
+
+// Event kinds.
+const (
+	LeaderChanged     = engine.LeaderChanged
+	SnapshotCreated   = engine.SnapshotCreated
+	SnapshotSent      = engine.SnapshotSent
+	SnapshotReceived  = engine.SnapshotReceived
+	SnapshotInstalled = engine.SnapshotInstalled
+	LogCompacted      = engine.LogCompacted
+	SnapshotFailed    = engine.SnapshotFailed
+	GroupFailed       = engine.GroupFailed
+)
+
+// Event is something that happened to a replica. Listeners are called
+// from the host's goroutines and must not block or call the Host.
+type Event = engine.Event
+
+type listenerFunc func(Event)
+
+func (f listenerFunc) OnEvent(e Event) { f(e) }
