@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/skiffdb/skiff/internal/engine"
-	"github.com/skiffdb/skiff/internal/logdb"
-	"github.com/skiffdb/skiff/internal/snapshot"
 	"github.com/skiffdb/skiff/raftpb"
 	"github.com/skiffdb/skiff/statemachine"
 	"github.com/skiffdb/skiff/transport"
@@ -52,7 +50,7 @@ func Open(cfg HostConfig) (*Host, error) {
 		Dir: cfg.Dir, FS: cfg.FS, Transport: tr,
 		TickInterval: cfg.TickInterval,
 		StepWorkers:  cfg.StepWorkers, ApplyWorkers: cfg.ApplyWorkers,
-		Snapshot: snapshot.Limits{
+		Snapshot: engine.SnapshotLimits{
 			SendBytesPerSec:          cfg.MaxSnapshotSendBytesPerSec,
 			RecvBytesPerSec:          cfg.MaxSnapshotRecvBytesPerSec,
 			MaxConcurrentSends:       cfg.MaxConcurrentSnapshotSends,
@@ -60,7 +58,7 @@ func Open(cfg HostConfig) (*Host, error) {
 			MaxConcurrentGenerations: cfg.MaxConcurrentSnapshotGenerations,
 		},
 		SnapshotChunkTimeout: cfg.SnapshotChunkTimeout,
-		LogDB: logdb.Options{SegmentSize: cfg.LogSegmentBytes, CacheBytes: cfg.LogCacheBytes,
+		LogDB: engine.LogOptions{SegmentSize: cfg.LogSegmentBytes, CacheBytes: cfg.LogCacheBytes,
 			MaxLogBytes: cfg.MaxLogBytes, UnsafeNoSync: cfg.UnsafeNoSync, Logger: cfg.Logger},
 		Listener: listener,
 		Metrics:  cfg.Metrics,
@@ -135,7 +133,7 @@ func (h *Host) StaleRead(ctx context.Context, g GroupID, query []byte) ([]byte, 
 
 // RequestSnapshot takes a snapshot of group g now and returns its index.
 func (h *Host) RequestSnapshot(ctx context.Context, g GroupID, opt SnapshotOption) (uint64, error) {
-	return h.e.RequestSnapshot(ctx, g, snapshot.SnapshotOption{
+	return h.e.RequestSnapshot(ctx, g, engine.SnapshotOption{
 		Exported: opt.Exported, ExportPath: opt.ExportPath,
 		CompactionOverhead: opt.CompactionOverhead, OverrideCompactionOverhead: opt.OverrideCompactionOverhead})
 }
@@ -169,7 +167,7 @@ func (h *Host) WaitLeader(ctx context.Context, g GroupID) (ReplicaID, error) {
 
 // SetSnapshotLimits changes the node-wide snapshot rates and caps.
 func (h *Host) SetSnapshotLimits(sendBytesPerSec, recvBytesPerSec int64, sends, recvs, generations int) {
-	h.e.SetSnapshotLimits(snapshot.Limits{SendBytesPerSec: sendBytesPerSec, RecvBytesPerSec: recvBytesPerSec,
+	h.e.SetSnapshotLimits(engine.SnapshotLimits{SendBytesPerSec: sendBytesPerSec, RecvBytesPerSec: recvBytesPerSec,
 		MaxConcurrentSends: sends, MaxConcurrentRecvs: recvs, MaxConcurrentGenerations: generations})
 }
 
@@ -230,7 +228,7 @@ func (h *Host) GroupStatus(g GroupID) (GroupStatus, error) {
 	}
 	for _, t := range st.Transfers {
 		out.Transfers = append(out.Transfers, Transfer{
-			Sending: t.Direction == snapshot.Sending, Peer: t.Peer, Index: t.Index, Phase: t.Phase.String(),
+			Sending: t.Direction == engine.Sending, Peer: t.Peer, Index: t.Index, Phase: t.Phase.String(),
 			BytesDone: t.BytesDone, BytesTotal: t.BytesTotal, BytesPerSec: t.BytesPerSec, Started: t.Started})
 	}
 	return out, nil

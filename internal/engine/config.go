@@ -142,3 +142,15 @@ func (c *GroupConfig) fill() error {
 	}
 	return nil
 }
+
+// Types of the stages that the public package configures through the
+// engine (it imports no stage directly: DESIGN.md §1).
+type (
+	SnapshotLimits   = snapshot.Limits
+	SnapshotOption   = snapshot.SnapshotOption
+	LogOptions       = logdb.Options
+	TransferProgress = snapshot.Progress
+)
+
+// Sending is the direction of a transfer this host serves.
+const Sending = snapshot.Sending
