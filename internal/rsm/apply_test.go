@@ -110,6 +110,13 @@ func TestApplyCorruptEntryIsFatalNotPanic(t *testing.T) {
 	if idx, _ := s.LastApplied(); idx != 1 || !slices.Equal(sm.cmds, []string{"a"}) {
 		t.Fatalf("applied %d, SM %v; want 1, [a]", idx, sm.cmds)
 	}
+	// Fatal: a later batch (even a valid one) is refused, not applied.
+	if _, err := s.Apply(Batch{Entries: []raftpb.Entry{normal(2, 1, 2, "b")}}, nil); !errors.Is(err, ErrCorruptEntry) {
+		t.Fatalf("apply after a corrupt entry: %v", err)
+	}
+	if len(sm.cmds) != 1 {
+		t.Fatalf("SM %v", sm.cmds)
+	}
 }
 
 func TestApplySMErrorIsFatal(t *testing.T) {

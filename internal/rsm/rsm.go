@@ -85,8 +85,9 @@ type RSM struct {
 	smIndex    uint64
 	membership raftpb.Membership
 	sessions   *sessionTable
-	// failed is set by a failed SM.Apply: the state machine's state is
-	// unknown, so every later Apply returns it (statemachine package doc).
+	// failed is the first fatal error (a failed SM.Apply or SM.Restore,
+	// a corrupt entry, a gap): the state is unknown or incomplete, so every
+	// later Apply, Capture and Restore returns it (statemachine package doc).
 	failed error
 
 	run runBuffer // reused across Apply calls
@@ -190,14 +191,28 @@ func (s *RSM) Close() error {
 // session registration and unregistration end such a run. A session
 // proposal whose SeriesID was already applied is answered from the session
 // without calling the state machine (exactly once across retries). NoOp and
-// config-change entries only advance the applied index and term.
+// config-change entries only advance the applied index and term; a config
+// change whose ConfChange.Context carries a key (see ProposalKey) gets an
+// Applied with an empty Result.
 //
 // An error (SM.Apply's, ErrCorruptEntry, ErrIndexGap, a contract violation)
-// is fatal for the replica: LastApplied then says how far it got. For an
+// is fatal for the replica: LastApplied then says how far it got, and every
+// later Apply, ReplayOnDisk, Capture and Restore returns the same error. For an
 // OnDisk state machine, entries at or below Open's index are handled as by
 // ReplayOnDisk and produce no Applied.
 func (s *RSM) Apply(b Batch, out []Applied) ([]Applied, error) {
-	return s.apply(b, out[:0], false)
+	out, err := s.apply(b, out[:0], false)
+	s.fail(err)
+	return out, err
+}
+
+// fail records a fatal error: the entries after LastApplied were not
+// applied, and a batch's membership may not be, so no later Apply, Capture
+// or Restore may build on this state.
+func (s *RSM) fail(err error) {
+	if err != nil && s.failed == nil {
+		s.failed = err
+	}
 }
 
 // ReplayOnDisk replays the entries (snapshot index, Open's index] into an
@@ -214,6 +229,7 @@ func (s *RSM) ReplayOnDisk(b Batch) error {
 		return fmt.Errorf("rsm: ReplayOnDisk up to %d, beyond the state machine's applied index %d", b.Entries[n-1].Index, s.smIndex)
 	}
 	_, err := s.apply(b, nil, true)
+	s.fail(err)
 	return err
 }
 
@@ -237,18 +253,21 @@ func (s *RSM) apply(b Batch, out []Applied, replay bool) ([]Applied, error) {
 			}
 			return out, fmt.Errorf("rsm: group %d replica %d: entry %d after applied index %d: %w", s.group, s.replica, e.Index, next-1, ErrIndexGap)
 		}
+		// An OnDisk state machine's data already holds entries up to
+		// smIndex: they are replayed even when handed to Apply.
+		replayed := replay || (s.onDisk != nil && e.Index <= s.smIndex)
 		var err error
 		switch e.Type {
 		case raftpb.EntryNoOp:
 		case raftpb.EntryConfigChange:
 			lastCC = e.Index
-			if key, ok := confChangeKey(e.Data); ok && !replay {
+			if key, ok := confChangeKey(e.Data); ok && !replayed {
 				out = append(out, Applied{Index: e.Index, Term: e.Term, Key: key})
 			}
 		case raftpb.EntrySession:
-			out, err = s.applySessionOp(e, out, replay)
+			out, err = s.applySessionOp(e, out, replayed)
 		case raftpb.EntryNormal:
-			out, err = s.applyNormal(e, out, replay || (s.onDisk != nil && e.Index <= s.smIndex))
+			out, err = s.applyNormal(e, out, replayed)
 		default:
 			err = fmt.Errorf("entry %d has unknown type %v: %w", e.Index, e.Type, ErrCorruptEntry)
 		}
