@@ -31,11 +31,13 @@ func Open(cfg HostConfig) (*Host, error) {
 		if cfg.RaftAddr == "" {
 			return nil, fmt.Errorf("%w: RaftAddr (or Transport) is required", ErrInvalidConfig)
 		}
-		listen := cfg.ListenAddr
+		// With ListenAddr unset the host listens on RaftAddr and
+		// advertises the listener's address (so "127.0.0.1:0" works).
+		listen, advertise := cfg.ListenAddr, cfg.RaftAddr
 		if listen == "" {
-			listen = cfg.RaftAddr
+			listen, advertise = cfg.RaftAddr, ""
 		}
-		t, err := transport.NewTCP(transport.TCPConfig{ListenAddr: listen, AdvertiseAddr: cfg.RaftAddr,
+		t, err := transport.NewTCP(transport.TCPConfig{ListenAddr: listen, AdvertiseAddr: advertise,
 			DeploymentID: cfg.DeploymentID, TLS: cfg.TLS, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
