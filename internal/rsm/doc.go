@@ -88,4 +88,12 @@
 // session proposals replayed that way are not known, so retries of them get
 // ErrSessionExpired (never a second application). Capture(false) makes a
 // metadata-only snapshot after SM.Sync.
+//
+// The state machine sees only normal entries, so A may be below a snapshot
+// taken right after a NoOp, config change or session operation. The header
+// therefore records the state machine's own index (the last entry given to
+// SM.Apply) and a metadata-only Restore needs A at or above that, not above
+// the snapshot index; see CheckStart for the index the engine should check.
+// An entry handed to Apply at or below A is treated as replayed: the state
+// machine never sees an entry twice.
 package rsm
