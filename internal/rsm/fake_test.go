@@ -188,9 +188,11 @@ func confChange(index, term uint64, key uint64, withKey bool) raftpb.Entry {
 	return raftpb.Entry{Index: index, Term: term, Type: raftpb.EntryConfigChange, Data: cc.Marshal()}
 }
 
+var initialMembership = raftpb.Membership{Voters: []raftpb.Member{{ID: 1, Addr: "h1"}, {ID: 2, Addr: "h2"}, {ID: 3, Addr: "h3"}}}
+
 func newRSM(t testing.TB, sm statemachine.StateMachine, maxSessions int) *RSM {
 	t.Helper()
-	s, err := New(Config{Group: 1, Replica: 1, SM: sm, MaxSessions: maxSessions})
+	s, err := New(Config{Group: 1, Replica: 1, SM: sm, MaxSessions: maxSessions, Membership: initialMembership})
 	if err != nil {
 		t.Fatal(err)
 	}

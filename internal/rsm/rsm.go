@@ -25,8 +25,11 @@ type Config struct {
 	// the index of the last entry naming the client, so every replica
 	// evicts the same one. Every replica of a group must use the same value.
 	MaxSessions int
-	// Membership is the group's initial membership (ConfigChangeIndex 0),
-	// in effect until the first config-change entry or snapshot.
+	// Membership is the membership in effect before the first entry the
+	// RSM will see: a bootstrapped group's initial membership (the log's
+	// snapshot meta at index 0), replaced by Restore and by config-change
+	// batches. Capture refuses while it has no voter, so that a snapshot
+	// never records a group nobody can lead.
 	Membership raftpb.Membership
 	// Logger receives restore and capture events (default: discarded).
 	Logger *slog.Logger

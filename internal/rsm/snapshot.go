@@ -116,6 +116,12 @@ func (s *RSM) Capture(full bool) (*Capture, error) {
 	if s.failed != nil {
 		return nil, fmt.Errorf("rsm: capture at %d after a failed apply: %w", c.index, s.failed)
 	}
+	if len(c.membership.Voters) == 0 {
+		// A group always has a voter; a snapshot without one would
+		// start a replica that can never elect a leader. The initial
+		// membership comes from Config.Membership.
+		return nil, fmt.Errorf("rsm: capture at %d: no membership (Config.Membership unset and no config change applied)", c.index)
+	}
 	if c.onDisk && s.smIndex > s.applied {
 		// The state machine's data is ahead of the sessions until the
 		// engine finished ReplayOnDisk; a capture would mix two indexes.

@@ -140,6 +140,32 @@ func TestCaptureSaveConcurrentWithApply(t *testing.T) {
 	}
 }
 
+// The initial membership is what a snapshot before any config change
+// records; without one, Capture refuses rather than write a group with no
+// voters.
+func TestCaptureInitialMembership(t *testing.T) {
+	s := newRSM(t, &memSM{}, 0)
+	mustApply(t, s, normal(1, 1, 1, "a"))
+	c, err := s.Capture(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Membership(); len(got.Voters) != 3 || got.ConfigChangeIndex != 0 {
+		t.Fatalf("membership %+v", got)
+	}
+	c.Release()
+	bare, err := New(Config{SM: &memSM{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bare.Apply(Batch{Entries: []raftpb.Entry{normal(1, 1, 1, "a")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bare.Capture(true); err == nil {
+		t.Fatal("capture without any membership succeeded")
+	}
+}
+
 func TestCaptureRelease(t *testing.T) {
 	sm := &memSM{}
 	s := newRSM(t, sm, 0)
