@@ -23,7 +23,7 @@ func (s *nopSM) Apply(ents []statemachine.Entry) error {
 	}
 	return nil
 }
-func (s *nopSM) Lookup([]byte) ([]byte, error)          { return nil, nil }
+func (s *nopSM) Lookup([]byte) ([]byte, error)            { return nil, nil }
 func (s *nopSM) Snapshot() (statemachine.Snapshot, error) { return nopSnap{}, nil }
 func (s *nopSM) Restore(context.Context, io.Reader, []statemachine.SnapshotFile) error {
 	return nil
