@@ -2,6 +2,7 @@ package rsm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -169,31 +170,7 @@ func TestSessionLRUEviction(t *testing.T) {
 // Two replicas fed the same random log end with identical sessions (compared
 // as encoded bytes) and identical outcomes.
 func TestSessionsDeterministicAcrossReplicas(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	var log []raftpb.Entry
-	series := map[uint64]uint64{}
-	for i := uint64(1); i <= 3000; i++ {
-		client := uint64(rng.IntN(40) + 1)
-		switch r := rng.IntN(10); {
-		case r == 0:
-			log = append(log, register(i, 1, i, client))
-		case r == 1 && rng.IntN(4) == 0:
-			log = append(log, unregister(i, 1, i, client))
-		case r < 4:
-			log = append(log, normal(i, 1, i, fmt.Sprint("n", i)))
-		default:
-			sr := series[client]
-			if rng.IntN(3) > 0 {
-				sr++ // new proposal, else a retry
-				series[client] = sr
-			}
-			resp := uint64(0)
-			if sr > 2 {
-				resp = sr - 2
-			}
-			log = append(log, sessionProp(i, 1, i, Session{client, sr, resp}, fmt.Sprint("s", i)))
-		}
-	}
+	log := randomSessionLog(3000, 1)
 	run := func(batch int) ([]byte, []Applied, *memSM) {
 		sm := &memSM{}
 		s := newRSM(t, sm, 16)
@@ -259,5 +236,80 @@ func TestSessionsDeterministicAcrossReplicas(t *testing.T) {
 	t.Logf("%d outcomes, %d applied, %d expired, %d not found, %d answered from the cache", len(oa), len(ca), expired, notFound, cached)
 	if expired == 0 || notFound == 0 || cached == 0 {
 		t.Fatal("the random log does not exercise every session path")
+	}
+}
+
+// randomSessionLog makes n entries of registrations, unregistrations, plain
+// proposals and session proposals (new ones and retries) for 40 clients.
+func randomSessionLog(n, seed uint64) []raftpb.Entry {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var log []raftpb.Entry
+	series := map[uint64]uint64{}
+	for i := uint64(1); i <= n; i++ {
+		client := uint64(rng.IntN(40) + 1)
+		switch r := rng.IntN(10); {
+		case r == 0:
+			log = append(log, register(i, 1, i, client))
+		case r == 1 && rng.IntN(4) == 0:
+			log = append(log, unregister(i, 1, i, client))
+		case r < 4:
+			log = append(log, normal(i, 1, i, fmt.Sprint("n", i)))
+		default:
+			sr := series[client]
+			if rng.IntN(3) > 0 {
+				sr++ // new proposal, else a retry
+				series[client] = sr
+			}
+			resp := uint64(0)
+			if sr > 2 {
+				resp = sr - 2
+			}
+			log = append(log, sessionProp(i, 1, i, Session{client, sr, resp}, fmt.Sprint("s", i)))
+		}
+	}
+	return log
+}
+
+// A replica restored from a snapshot taken anywhere in the log answers the
+// rest of the log exactly like the replica that applied all of it.
+func TestSessionsSurviveRestoreAnywhere(t *testing.T) {
+	log := randomSessionLog(1200, 3)
+	full := newRSM(t, &memSM{}, 16)
+	var want []Applied
+	for lo := 0; lo < len(log); lo += 50 {
+		want = append(want, mustApply(t, full, log[lo:lo+50]...)...)
+	}
+	for _, at := range []int{1, 77, 400, 899, 1150} {
+		a := newRSM(t, &memSM{}, 16)
+		mustApply(t, a, log[:at]...)
+		c, err := a.Capture(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := captureBytes(t, c, nil)
+		c.Release()
+		b := newRSM(t, &memSM{}, 16)
+		if err := b.Restore(context.Background(), metaOf(c), bytes.NewReader(data), nil); err != nil {
+			t.Fatal(err)
+		}
+		got := mustApply(t, b, log[at:]...)
+		var tail []Applied
+		for _, w := range want {
+			if w.Index > uint64(at) {
+				tail = append(tail, w)
+			}
+		}
+		if len(got) != len(tail) {
+			t.Fatalf("restored at %d: %d outcomes, want %d", at, len(got), len(tail))
+		}
+		for i := range got {
+			g, w := got[i], tail[i]
+			if g.Key != w.Key || g.Err != w.Err || g.Result.Value != w.Result.Value || !bytes.Equal(g.Result.Data, w.Result.Data) {
+				t.Fatalf("restored at %d: outcome %+v, want %+v", at, g, w)
+			}
+		}
+		if !bytes.Equal(b.sessions.appendTo(nil), full.sessions.appendTo(nil)) {
+			t.Fatalf("restored at %d: session tables differ at the end", at)
+		}
 	}
 }
