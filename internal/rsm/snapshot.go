@@ -248,8 +248,11 @@ func corruptIfEOF(err error) error {
 // that reached the state machine (the local restart case: Open returned an
 // index at or above the last such entry, which may be below meta.Index when
 // the snapshot ends with NoOps, config changes or session operations);
-// otherwise it is ErrNeedFullSnapshot. An error from SM.Restore is fatal for
-// the replica.
+// otherwise it is ErrNeedFullSnapshot. A full snapshot into an OnDisk state
+// machine that already holds its data (the same test) also restores only the
+// sessions: restoring the data would take the state machine back to the
+// snapshot while the entries after it, which it holds too, are never handed
+// to Apply again. An error from SM.Restore is fatal for the replica.
 func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Reader, files []statemachine.SnapshotFile) error {
 	wrap := func(err error) error {
 		return fmt.Errorf("rsm: group %d replica %d: restore snapshot %d: %w", s.group, s.replica, meta.Index, err)
@@ -285,6 +288,15 @@ func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Rea
 			return wrap(fmt.Errorf("metadata-only snapshot followed by data: %w", ErrCorruptSnapshot))
 		}
 		// Entries up to the snapshot never reach SM.Apply again.
+		s.smIndex = max(s.smIndex, meta.Index)
+	} else if s.onDisk != nil && s.smIndex >= h.smIndex && s.applied <= meta.Index {
+		// A full snapshot, but the on-disk state machine already holds
+		// its data (a local restart after an install): restoring would
+		// take the data back to the snapshot while the entries after it,
+		// which the state machine also holds, are never applied again.
+		// Only the sessions are taken.
+		s.log.Info("on-disk state machine is current; snapshot data not restored",
+			"index", meta.Index, "state_machine_index", s.smIndex)
 		s.smIndex = max(s.smIndex, meta.Index)
 	} else {
 		s.log.Info("restoring state machine from snapshot", "index", meta.Index, "term", meta.Term, "files", len(files))
