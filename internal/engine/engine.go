@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/skiffdb/skiff/internal/logdb"
 	"github.com/skiffdb/skiff/internal/snapshot"
 	"github.com/skiffdb/skiff/raftpb"
@@ -331,3 +333,37 @@ func (e *Engine) Transfers() []snapshot.Progress { return e.transfers.List() }
 
 // SetSnapshotLimits changes the node-wide snapshot limits at runtime.
 func (e *Engine) SetSnapshotLimits(l snapshot.Limits) { e.throttle.SetLimits(l) }
+
+// ImportSnapshot rebuilds a replica of group g on a stopped host from an
+// exported snapshot with a new membership (offline disaster recovery after
+// a lost quorum): the export is verified completely before anything is
+// touched, the snapshot becomes the group's only one, and the group's log
+// is reset to it. Start the host and the group afterwards (the Members of
+// GroupConfig are then ignored: the imported membership wins).
+func ImportSnapshot(fs vfs.FS, dir string, exportDir string, g raftpb.GroupID, members map[raftpb.ReplicaID]string, opts logdb.Options) (raftpb.SnapshotMeta, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	voters := make([]raftpb.Member, 0, len(members))
+	for id, addr := range members {
+		voters = append(voters, raftpb.Member{ID: id, Addr: addr})
+	}
+	sortMembers(voters)
+	tmp := &Engine{cfg: Config{FS: fs, Dir: dir}}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return raftpb.SnapshotMeta{}, err
+	}
+	meta, err := snapshot.Import(fs, exportDir, groupDir(tmp, g), g, voters)
+	if err != nil {
+		return raftpb.SnapshotMeta{}, err
+	}
+	db, err := logdb.Open(fs, fs.PathJoin(dir, "logdb"), opts)
+	if err != nil {
+		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: open log: %w", err)
+	}
+	defer db.Close()
+	if err := db.ResetToSnapshot(g, meta, false); err != nil {
+		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: reset log of group %d: %w", g, err)
+	}
+	return meta, nil
+}

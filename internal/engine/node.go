@@ -141,11 +141,21 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 	if err != nil {
 		return nil, fmt.Errorf("engine: group %d: open snapshots: %w", cfg.Group, err)
 	}
+	if err := n.bootstrap(); err != nil {
+		return nil, err
+	}
+	_, logSnap, err := n.glog.InitialState()
+	if err != nil {
+		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
 	sm := create(uint64(cfg.Group), uint64(cfg.Replica))
 	if sm == nil {
 		return nil, fmt.Errorf("engine: group %d: create returned no state machine", cfg.Group)
 	}
-	n.rsm, err = rsm.New(rsm.Config{Group: uint64(cfg.Group), Replica: uint64(cfg.Replica), SM: sm, Logger: n.log})
+	// The rsm starts with the log's snapshot membership (a bootstrapped
+	// group's initial one); a restore or config changes replace it.
+	n.rsm, err = rsm.New(rsm.Config{Group: uint64(cfg.Group), Replica: uint64(cfg.Replica), SM: sm,
+		Membership: logSnap.Membership, Logger: n.log})
 	if err != nil {
 		sm.Close()
 		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
@@ -157,10 +167,7 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 			return nil, fmt.Errorf("engine: group %d: open send snapshots: %w", cfg.Group, err)
 		}
 	}
-	if err := n.bootstrap(); err != nil {
-		return nil, err
-	}
-	applied, err := n.loadStateMachine(ctx)
+	applied, replayFrom, err := n.loadStateMachine(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +186,14 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 	}, &logReader{GroupLog: n.glog, n: n})
 	if err != nil {
 		return nil, fmt.Errorf("engine: group %d: %w", cfg.Group, err)
+	}
+	if replayFrom < applied {
+		// An on-disk state machine already holds (replayFrom, applied]:
+		// only the rsm's bookkeeping replays them, with the membership
+		// the core derived for the applied index.
+		if err := n.replayOnDisk(replayFrom, applied, n.raft.Membership()); err != nil {
+			return nil, err
+		}
 	}
 	n.setMembership(n.raft.Membership())
 	n.publishStatus()
@@ -249,14 +264,14 @@ func (n *node) bootstrap() error {
 // snapshot (completing an install or save that a crash interrupted), or
 // for an on-disk state machine open it at its durable index and replay
 // only the session bookkeeping of the entries it already has.
-func (n *node) loadStateMachine(ctx context.Context) (uint64, error) {
+func (n *node) loadStateMachine(ctx context.Context) (applied, replayFrom uint64, err error) {
 	_, logSnap, err := n.glog.InitialState()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	smApplied, err := n.rsm.Open(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("engine: group %d: open state machine: %w", n.group, err)
+		return 0, 0, fmt.Errorf("engine: group %d: open state machine: %w", n.group, err)
 	}
 	latest, ok := n.store.Latest()
 	if ok && latest.Index > logSnap.Index {
@@ -267,50 +282,42 @@ func (n *node) loadStateMachine(ctx context.Context) (uint64, error) {
 		t, terr := n.glog.Term(latest.Index)
 		keep := terr == nil && t == latest.Term
 		if err := n.e.db.ResetToSnapshot(n.group, latest, keep); err != nil {
-			return 0, fmt.Errorf("engine: group %d: record snapshot %d: %w", n.group, latest.Index, err)
+			return 0, 0, fmt.Errorf("engine: group %d: record snapshot %d: %w", n.group, latest.Index, err)
 		}
 		logSnap = latest
 	}
 	last, err := n.glog.LastIndex()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	snapIndex := logSnap.Index
 	if !ok {
 		if snapIndex > 0 {
-			return 0, fmt.Errorf("engine: group %d: %w: the log starts after snapshot %d but no snapshot is stored",
+			return 0, 0, fmt.Errorf("engine: group %d: %w: the log starts after snapshot %d but no snapshot is stored",
 				n.group, snapshot.ErrNoValidSnapshot, snapIndex)
 		}
 		if err := rsm.CheckStart(0, smApplied, last); err != nil {
-			return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+			return 0, 0, fmt.Errorf("engine: group %d: %w", n.group, err)
 		}
-		if smApplied > 0 {
-			if err := n.replayOnDisk(0, smApplied); err != nil {
-				return 0, err
-			}
-		}
-		return smApplied, nil
-	}
-	if n.rsm.OnDisk() && smApplied >= latest.Index {
-		if err := rsm.CheckStart(latest.Index, smApplied, last); err != nil {
-			return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
-		}
-		// Current on-disk state: only the snapshot's sessions are read.
-		if err := n.restoreFrom(ctx, latest.Index); err != nil {
-			return 0, err
-		}
-		if err := n.replayOnDisk(latest.Index, smApplied); err != nil {
-			return 0, err
-		}
-		return smApplied, nil
-	}
-	if err := rsm.CheckStart(latest.Index, latest.Index, last); err != nil {
-		return 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+		return smApplied, 0, nil
 	}
 	if err := n.restoreFrom(ctx, latest.Index); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return latest.Index, nil
+	if !n.rsm.OnDisk() {
+		if err := rsm.CheckStart(latest.Index, latest.Index, last); err != nil {
+			return 0, 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+		}
+		return latest.Index, latest.Index, nil
+	}
+	// An on-disk state machine: the rsm restored only the sessions if
+	// its data was current, else the data too (rsm.Restore decides).
+	restored, _ := n.rsm.LastApplied()
+	applied = max(smApplied, restored)
+	if err := rsm.CheckStart(latest.Index, applied, last); err != nil {
+		return 0, 0, fmt.Errorf("engine: group %d: %w", n.group, err)
+	}
+	return applied, restored, nil
 }
 
 // restoreFrom restores the state machine from the published snapshot at
@@ -359,17 +366,20 @@ type eofReader struct{}
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // replayOnDisk feeds the entries (from, to] to the rsm's session
-// bookkeeping: an on-disk state machine already applied them.
-func (n *node) replayOnDisk(from, to uint64) error {
+// bookkeeping in one batch (an on-disk state machine already applied them);
+// m is the membership in effect at to.
+func (n *node) replayOnDisk(from, to uint64, m raftpb.Membership) error {
+	var ents []raftpb.Entry
 	for lo := from + 1; lo <= to; {
-		ents, err := n.glog.Entries(lo, to+1, 8<<20)
+		part, err := n.glog.Entries(lo, to+1, 8<<20)
 		if err != nil {
 			return fmt.Errorf("engine: group %d: replay (%d, %d]: %w", n.group, from, to, err)
 		}
-		if err := n.rsm.ReplayOnDisk(rsm.Batch{Entries: ents}); err != nil {
-			return fmt.Errorf("engine: group %d: replay: %w", n.group, err)
-		}
-		lo += uint64(len(ents))
+		ents = append(ents, part...)
+		lo += uint64(len(part))
+	}
+	if err := n.rsm.ReplayOnDisk(rsm.Batch{Entries: ents, Membership: &m}); err != nil {
+		return fmt.Errorf("engine: group %d: replay: %w", n.group, err)
 	}
 	return nil
 }
