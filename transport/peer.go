@@ -210,9 +210,15 @@ func (p *peer) run() {
 		c, raw, err := p.t.dial(p.t.ctx, p.addr, laneRaft)
 		if err == nil {
 			p.t.stats.connects.Add(1)
-			backoff = minBackoff
+			since := time.Now()
 			err = p.serve(c, raw)
 			p.t.closeConn(raw)
+			// Only a connection that lasted resets the backoff: a peer
+			// that accepts and then closes at once (another deployment,
+			// a TLS refusal seen late) must not be redialed in a loop.
+			if time.Since(since) > maxBackoff {
+				backoff = minBackoff
+			}
 		}
 		select {
 		case <-p.t.done:
@@ -274,12 +280,14 @@ func (p *peer) serve(c, raw net.Conn) error {
 		}
 		c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		for _, b := range q {
+			// Counted as sent when handed to the connection: the receiver
+			// may handle a frame before this write returns.
+			p.t.stats.batchesSent.Add(1)
+			p.t.stats.messagesSent.Add(uint64(b.n))
 			head = appendBatchHeader(head[:0], p.t.cfg.DeploymentID, p.t.addr, b.n)
 			if err := writeFrame(w, head, b.buf); err != nil {
 				return fmt.Errorf("write: %w", err)
 			}
-			p.t.stats.batchesSent.Add(1)
-			p.t.stats.messagesSent.Add(uint64(b.n))
 		}
 		p.recycle(q)
 	}

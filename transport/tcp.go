@@ -102,6 +102,9 @@ type counters struct {
 	rejectedConns                  atomic.Uint64
 }
 
+// errStartedTwice: Start was called again.
+var errStartedTwice = errors.New("transport: started twice")
+
 // NewTCP listens at once, so that Addr is known before Start; connections
 // are accepted from Start on.
 func NewTCP(cfg TCPConfig) (*TCP, error) {
@@ -149,7 +152,7 @@ func (t *TCP) Start(h Handler) error {
 		return ErrClosed
 	}
 	if t.handler != nil {
-		return errors.New("transport: started twice")
+		return errStartedTwice
 	}
 	t.handler = h
 	t.wg.Add(2)
@@ -326,10 +329,11 @@ func (t *TCP) serveConn(raw net.Conn) {
 		return
 	}
 	if lane == laneSnapshot {
-		sc := &laneConn{Conn: c, t: t, raw: raw}
-		if t.snap.offer(sc, t.done) {
-			t.stats.snapshotConns.Add(1)
-		} else {
+		// Counted before the handoff, so that the counter is up to date
+		// by the time Accept returns; taken back if nobody accepts.
+		t.stats.snapshotConns.Add(1)
+		if !t.snap.offer(&laneConn{Conn: c, t: t, raw: raw}, t.done) {
+			t.stats.snapshotConns.Add(^uint64(0))
 			t.closeConn(raw)
 		}
 		return

@@ -416,8 +416,10 @@ func TestTCPFrameSizes(t *testing.T) {
 	}
 	rb.waitMessages(t, n)
 	checkOrder(t, rb.messages(), n)
-	if s := a.Stats(); s.BatchesSent < 3 {
-		t.Fatalf("3 MiB of messages in %d frames: want several frames of about 1 MiB", s.BatchesSent)
+	// The receiver's count: the sender counts a frame after its write
+	// returns, which may be after the receiver has handled it.
+	if s := b.Stats(); s.BatchesReceived < 3 {
+		t.Fatalf("3 MiB of messages in %d frames: want several frames of about 1 MiB", s.BatchesReceived)
 	}
 	rb.reset()
 	big := []raftpb.Message{msg(0, make([]byte, 3<<20)), msg(1, make([]byte, 5<<20)), msg(2, nil)}
@@ -429,6 +431,36 @@ func TestTCPFrameSizes(t *testing.T) {
 		t.Fatalf("got %d messages", len(got))
 	}
 	if s := a.Stats(); s.MessagesDropped != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestTCPUnreachableOncePerFailure: messages to a host nobody listens on
+// are dropped and counted; the failure is reported once per failed dial,
+// not once per message.
+func TestTCPUnreachableOncePerFailure(t *testing.T) {
+	leakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	a, ra := startTCP(t, TCPConfig{})
+	const n = 1000
+	accepted := 0
+	for i := range n {
+		if a.Send(dead, []raftpb.Message{msg(uint64(i), nil)}) {
+			accepted++
+		}
+	}
+	ra.waitFor(t, "unreachable", func(r *recorder) bool { return r.unreachable[dead] > 0 })
+	// Everything accepted was queued for the failed dial and dropped.
+	ra.waitFor(t, "drops counted", func(*recorder) bool { return a.Stats().MessagesDropped == n })
+	if got := ra.unreachableCount(dead); got > 5 {
+		t.Fatalf("%d reports for %d messages and one dial (%d accepted)", got, n, accepted)
+	}
+	if s := a.Stats(); s.Connects != 0 || s.MessagesSent != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }

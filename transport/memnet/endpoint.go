@@ -17,6 +17,9 @@ import (
 // started, or cut off by a partition.
 var ErrUnreachable = errors.New("memnet: host unreachable")
 
+// errStartedTwice: Start was called again.
+var errStartedTwice = errors.New("memnet: started twice")
+
 // Bounds of an endpoint's queues.
 const (
 	// linkQueueLen bounds the batches in flight on one link (one sender,
@@ -93,7 +96,7 @@ func (e *Endpoint) Start(h transport.Handler) error {
 	}
 	if e.handler != nil {
 		e.hmu.Unlock()
-		return errors.New("memnet: started twice")
+		return errStartedTwice
 	}
 	e.handler = h
 	e.hmu.Unlock()

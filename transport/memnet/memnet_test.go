@@ -554,3 +554,27 @@ func TestConnDeadlines(t *testing.T) {
 		}
 	})
 }
+
+// TestLinkQueueFull: a link holds at most linkQueueLen batches in flight;
+// beyond that Send refuses, counts and reports, and never blocks.
+func TestLinkQueueFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(Config{Seed: 1})
+		defer n.Close()
+		a, b := start(t, n, "a"), start(t, n, "b")
+		n.SetDelay(time.Second, time.Second)
+		if refused := sendN(a, "b", 0, linkQueueLen+100); refused != 100 {
+			t.Fatalf("%d refused, want 100", refused)
+		}
+		if s := a.Stats(); s.MessagesDropped != 100 || s.MessagesSent != linkQueueLen {
+			t.Fatalf("stats %+v", s)
+		}
+		b.rec.waitMessages(t, linkQueueLen)
+		if got := b.rec.indexes(); !slices.IsSorted(got) || len(got) != linkQueueLen {
+			t.Fatalf("got %d messages", len(got))
+		}
+		if a.rec.unreachableCount("b") == 0 {
+			t.Fatal("overflow not reported")
+		}
+	})
+}
