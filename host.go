@@ -266,3 +266,16 @@ type Event = engine.Event
 type listenerFunc func(Event)
 
 func (f listenerFunc) OnEvent(e Event) { f(e) }
+
+// ImportSnapshot rebuilds this host's replica of group g from a snapshot
+// exported with RequestSnapshot(Exported), with a new membership (replica
+// ID → Raft address): offline disaster recovery when a group lost its
+// quorum. The host must be stopped. Import on every host of the new
+// membership, then start them; the config-change index of the export is
+// kept, and replicas of the old membership that are not in the new one
+// are marked removed for good.
+func ImportSnapshot(cfg HostConfig, exportDir string, g GroupID, members map[ReplicaID]string) error {
+	_, err := engine.ImportSnapshot(cfg.FS, cfg.Dir, exportDir, g, members,
+		engine.LogOptions{SegmentSize: cfg.LogSegmentBytes, Logger: cfg.Logger})
+	return err
+}

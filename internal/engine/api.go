@@ -80,6 +80,7 @@ func (n *node) wait(ctx context.Context, p *proposal) (statemachine.Result, erro
 	case <-p.done:
 		return p.result, p.err
 	case <-ctx.Done():
+		p.abandoned.Store(true)
 		n.removePending(p.key)
 		return statemachine.Result{}, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	}

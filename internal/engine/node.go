@@ -54,6 +54,8 @@ type node struct {
 	readBatch map[uint64]*readBatch // ReadIndex contexts awaiting a ReadState
 	sending   map[raftpb.ReplicaID]sentSnapshot
 	tickCount uint64
+	// parked proposals wait for a leader to be known.
+	parked []*proposal
 	// afterPersist run once the current pass's state is durable.
 	afterPersist []func(error)
 
@@ -415,9 +417,23 @@ func (n *node) publishStatus() {
 	st := n.raft.Status()
 	n.term.Store(st.HardState.Term)
 	n.commit.Store(st.HardState.Commit)
-	n.leader.Store(uint64(st.SoftState.Lead))
+	if lead := uint64(st.SoftState.Lead); n.leader.Swap(lead) != lead {
+		n.leaderUpdated(lead, st.HardState.Term)
+	}
+	if st.SoftState.Lead != raftpb.None && len(n.parked) > 0 {
+		n.unpark()
+	}
 	n.firstIndex.Store(st.FirstIndex)
 	n.lastIndex.Store(st.LastIndex)
+}
+
+// leaderUpdated wakes the waiters for a leader change and tells the
+// listener (step worker).
+func (n *node) leaderUpdated(lead, term uint64) {
+	n.notifyLeader()
+	n.e.metrics.leaderChanges.Inc()
+	n.e.cfg.Listener.OnEvent(Event{Kind: LeaderChanged, Group: n.group, Replica: n.replica,
+		Leader: raftpb.ReplicaID(lead), Term: term})
 }
 
 // deliver queues a message from the network (transport goroutine).

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/skiffdb/skiff/raftpb"
 	"github.com/skiffdb/skiff/statemachine"
@@ -17,6 +18,9 @@ type proposal struct {
 	typ  raftpb.EntryType
 	data []byte
 	cc   *raftpb.ConfChange
+	// abandoned: the caller stopped waiting; a parked proposal is then
+	// not proposed again.
+	abandoned atomic.Bool
 
 	once   sync.Once
 	done   chan struct{}

@@ -311,9 +311,32 @@ func (n *node) propose(props []*proposal) {
 		return
 	}
 	if err := n.raft.Propose(ents...); err != nil {
+		if errors.Is(err, raft.ErrNoLeader) {
+			// No leader known yet (an election, or a replica just
+			// started): hold the proposals until one is, rather than
+			// failing requests that any replica should serve. The
+			// caller's context bounds the wait.
+			n.parked = append(n.parked, batch...)
+			return
+		}
 		for _, p := range batch {
 			n.reject(p, err)
 		}
+	}
+}
+
+// unpark proposes again what waited for a leader (step worker).
+func (n *node) unpark() {
+	parked := n.parked
+	n.parked = nil
+	live := parked[:0]
+	for _, p := range parked {
+		if !p.abandoned.Load() {
+			live = append(live, p)
+		}
+	}
+	if len(live) > 0 {
+		n.propose(live)
 	}
 }
 
@@ -410,15 +433,6 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 
 // afterReady hands a persisted Ready's results on and advances the core.
 func (n *node) afterReady(rd *raft.Ready) {
-	if rd.SoftState != nil {
-		lead := uint64(rd.SoftState.Lead)
-		if n.leader.Swap(lead) != lead {
-			n.notifyLeader()
-			n.e.metrics.leaderChanges.Inc()
-			n.e.cfg.Listener.OnEvent(Event{Kind: LeaderChanged, Group: n.group, Replica: n.replica,
-				Leader: rd.SoftState.Lead, Term: n.raft.Status().HardState.Term})
-		}
-	}
 	if rd.Snapshot != nil {
 		n.setMembership(rd.Snapshot.Membership)
 		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotInstalled, Group: n.group, Replica: n.replica,
