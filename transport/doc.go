@@ -43,6 +43,11 @@
 // closed and Stats.CorruptFrames counted; the sender redials. Each batch's
 // deployment ID is checked again.
 //
+// A host's batches are delivered in order and never concurrently, even
+// across its reconnects: the newest connection (in accept order) from a
+// source address owns it, and an older connection still holding frames is
+// closed at its next frame, which is dropped.
+//
 // # Sending
 //
 // Send encodes the messages at once onto the peer's bounded queue (so it

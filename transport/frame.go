@@ -152,8 +152,9 @@ func (fr *frameReader) next() ([]byte, error) {
 // batch and hands it to deliver. A frame that does not decode is
 // ErrCorruptFrame; a batch of another deployment ends the connection with
 // ErrDeploymentMismatch. Nothing from a bad frame is delivered. It returns
-// the error that ended the connection (io.EOF for a clean end).
-func readBatches(r *bufio.Reader, deploymentID uint64, maxFrame int, deliver func(*raftpb.MessageBatch)) error {
+// the error that ended the connection (io.EOF for a clean end, or what
+// deliver returned).
+func readBatches(r *bufio.Reader, deploymentID uint64, maxFrame int, deliver func(*raftpb.MessageBatch) error) error {
 	fr := frameReader{r: r, max: maxFrame}
 	for {
 		p, err := fr.next()
@@ -168,6 +169,8 @@ func readBatches(r *bufio.Reader, deploymentID uint64, maxFrame int, deliver fun
 			return fmt.Errorf("%w: batch from %q has %d, want %d",
 				ErrDeploymentMismatch, b.SourceAddress, b.DeploymentID, deploymentID)
 		}
-		deliver(b)
+		if err := deliver(b); err != nil {
+			return err
+		}
 	}
 }

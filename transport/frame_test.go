@@ -95,7 +95,10 @@ func FuzzFrameReader(f *testing.F) {
 			t.Fatalf("preamble: %d %d %v", lane, dep, err)
 		}
 		var got []*raftpb.MessageBatch
-		err = readBatches(r, 7, maxFrame, func(b *raftpb.MessageBatch) { got = append(got, b) })
+		err = readBatches(r, 7, maxFrame, func(b *raftpb.MessageBatch) error {
+			got = append(got, b)
+			return nil
+		})
 		want := expectedBatches(data, 7, maxFrame)
 		if len(got) != len(want) || (len(got) > 0 && !reflect.DeepEqual(got, want)) {
 			t.Fatalf("delivered %d batches, want %d", len(got), len(want))

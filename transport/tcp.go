@@ -83,6 +83,8 @@ type TCP struct {
 	handler Handler // set by Start
 	closed  bool
 	peers   map[string]*peer
+	// sources orders deliveries per sending host (by SourceAddress).
+	sources map[string]*source
 	// conns holds every open connection, accepted or dialed, so that Close
 	// can end them; each is removed when it closes.
 	conns map[net.Conn]struct{}
@@ -125,14 +127,15 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		return nil, fmt.Errorf("transport: listen %s: %w", cfg.ListenAddr, err)
 	}
 	t := &TCP{
-		cfg:   cfg,
-		ln:    ln,
-		addr:  cfg.AdvertiseAddr,
-		snap:  newLaneListener(ln.Addr()),
-		rep:   newReporter(),
-		done:  make(chan struct{}),
-		peers: make(map[string]*peer),
-		conns: make(map[net.Conn]struct{}),
+		cfg:     cfg,
+		ln:      ln,
+		addr:    cfg.AdvertiseAddr,
+		snap:    newLaneListener(ln.Addr()),
+		rep:     newReporter(),
+		done:    make(chan struct{}),
+		peers:   make(map[string]*peer),
+		sources: make(map[string]*source),
+		conns:   make(map[net.Conn]struct{}),
 	}
 	if t.addr == "" {
 		t.addr = ln.Addr().String()
@@ -270,6 +273,7 @@ func (t *TCP) closeConn(c net.Conn) {
 
 func (t *TCP) acceptLoop() {
 	var backoff time.Duration
+	var seq uint64
 	for {
 		c, err := t.ln.Accept()
 		if err != nil {
@@ -293,17 +297,18 @@ func (t *TCP) acceptLoop() {
 		if !t.track(c) {
 			return
 		}
+		seq++
 		t.wg.Add(1)
-		go func() {
+		go func(seq uint64) {
 			defer t.wg.Done()
-			t.serveConn(c)
-		}()
+			t.serveConn(c, seq)
+		}(seq)
 	}
 }
 
 // serveConn reads an accepted connection's preamble (after the TLS
 // handshake) and runs its lane.
-func (t *TCP) serveConn(raw net.Conn) {
+func (t *TCP) serveConn(raw net.Conn, seq uint64) {
 	c := raw
 	if t.cfg.TLS != nil {
 		c = tls.Server(raw, t.cfg.TLS)
@@ -339,13 +344,13 @@ func (t *TCP) serveConn(raw net.Conn) {
 		return
 	}
 	defer t.closeConn(raw)
+	rc := &recvConn{seq: seq}
+	defer t.releaseSource(rc)
 	err = readBatches(bufio.NewReaderSize(c, ioBufferSize), t.cfg.DeploymentID, t.cfg.MaxFrameBytes,
-		func(b *raftpb.MessageBatch) {
-			t.stats.batchesReceived.Add(1)
-			t.stats.messagesReceived.Add(uint64(len(b.Messages)))
-			t.handler.HandleBatch(b)
-		})
+		func(b *raftpb.MessageBatch) error { return t.deliver(rc, b) })
 	switch {
+	case errors.Is(err, errSuperseded):
+		log.Debug("transport: closing connection", "err", err)
 	case errors.Is(err, ErrCorruptFrame):
 		t.stats.corruptFrames.Add(1)
 		log.Warn("transport: closing connection", "err", err)
@@ -356,6 +361,75 @@ func (t *TCP) serveConn(raw net.Conn) {
 	default:
 		log.Debug("transport: connection ended", "err", err)
 	}
+}
+
+// errSuperseded: a newer Raft-lane connection from the same host took over.
+var errSuperseded = errors.New("transport: superseded by a newer connection from the same host")
+
+// source orders the deliveries of one sending host. A sender redials after
+// a failure, and the old connection's last frames may still be in the
+// receiver's buffers while the new one's arrive: two goroutines would then
+// deliver one host's batches concurrently and out of order. Instead, the
+// newest connection of a host owns its source: the older one stops
+// (its frames not yet delivered are dropped — "in order, or not at all"),
+// and deliveries hold mu, so they never overlap.
+type source struct {
+	mu  sync.Mutex
+	cur *recvConn // the connection that owns the source; nil when none
+	// newest is the accept sequence of the newest connection that owned
+	// the source: an older one never takes it back (the kernel accepts a
+	// host's connections in the order it dialed them).
+	newest uint64
+}
+
+// recvConn is one accepted Raft-lane connection's state.
+type recvConn struct {
+	seq uint64  // accept order, from 1
+	src *source // set by its first batch
+}
+
+// deliver hands b to the handler in the order of its source.
+func (t *TCP) deliver(rc *recvConn, b *raftpb.MessageBatch) error {
+	src := rc.src
+	if src == nil {
+		t.mu.Lock()
+		src = t.sources[b.SourceAddress]
+		if src == nil {
+			src = new(source)
+			t.sources[b.SourceAddress] = src
+		}
+		t.mu.Unlock()
+		rc.src = src
+		src.mu.Lock()
+		if rc.seq < src.newest {
+			src.mu.Unlock()
+			return errSuperseded
+		}
+		src.cur, src.newest = rc, rc.seq // the newest connection takes over
+	} else {
+		src.mu.Lock()
+		if src.cur != rc {
+			src.mu.Unlock()
+			return errSuperseded
+		}
+	}
+	defer src.mu.Unlock()
+	t.stats.batchesReceived.Add(1)
+	t.stats.messagesReceived.Add(uint64(len(b.Messages)))
+	t.handler.HandleBatch(b)
+	return nil
+}
+
+// releaseSource gives up rc's source when rc still owns it.
+func (t *TCP) releaseSource(rc *recvConn) {
+	if rc.src == nil {
+		return
+	}
+	rc.src.mu.Lock()
+	if rc.src.cur == rc {
+		rc.src.cur = nil
+	}
+	rc.src.mu.Unlock()
 }
 
 // DialSnapshot opens a snapshot-lane connection to addr (TLS when

@@ -464,3 +464,33 @@ func TestTCPUnreachableOncePerFailure(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestTCPNewerConnectionSupersedes: when a host's newer connection
+// delivers, its older connections stop (what they still carry is dropped),
+// so one host's batches are never delivered out of order or concurrently.
+func TestTCPNewerConnectionSupersedes(t *testing.T) {
+	leakCheck(t)
+	b, rb := startTCP(t, TCPConfig{})
+	pre := appendPreamble(nil, laneRaft, 7)
+	old := rawDial(t, b.Addr(), append(bytes.Clone(pre), validFrame(7, msg(0, nil))...))
+	rb.waitMessages(t, 1)
+	// Accepted after old and before newer, but silent until newer
+	// delivered: it must not take the host back from newer.
+	idle := rawDial(t, b.Addr(), pre)
+	newer := rawDial(t, b.Addr(), append(bytes.Clone(pre), validFrame(7, msg(1, nil))...))
+	rb.waitMessages(t, 2)
+	for _, c := range []net.Conn{idle, old} {
+		if _, err := c.Write(validFrame(7, msg(2, nil))); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, c)
+	}
+	if _, err := newer.Write(validFrame(7, msg(3, nil))); err != nil {
+		t.Fatal(err)
+	}
+	rb.waitMessages(t, 3)
+	got := rb.messages()
+	if len(got) != 3 || got[0].Index != 0 || got[1].Index != 1 || got[2].Index != 3 {
+		t.Fatalf("delivered %v", got)
+	}
+}
