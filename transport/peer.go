@@ -226,10 +226,15 @@ func (p *peer) run() {
 		default:
 		}
 		// Down: drop what is queued and what comes during the backoff,
-		// and tell the engine once for this failure.
+		// and tell the engine once for this failure. Dropping rather than
+		// holding messages for a dead peer keeps memory bounded and lets
+		// Raft's own retries (probe, heartbeats) decide what to resend
+		// once the peer is back, instead of replaying stale messages.
 		p.setDown(true)
 		p.t.cfg.Logger.Debug("transport: peer unreachable", "peer", p.addr, "err", err)
 		p.t.rep.report(p.addr)
+		// Jitter (a random half of the backoff) keeps the hosts that lost
+		// the same peer from redialing it in lockstep.
 		d := backoff/2 + rand.N(backoff/2+1)
 		backoff = min(2*backoff, maxBackoff)
 		select {
@@ -241,8 +246,13 @@ func (p *peer) run() {
 	}
 }
 
-// serve writes the queue to c, coalescing whatever is queued into one frame
-// per batch and flushing when the queue is empty, until an error.
+// serve writes the queue to c until an error. Each round takes everything
+// queued (one frame per batch of about frameTarget bytes) and writes it
+// into the bufio.Writer; it flushes only when a round finds the queue
+// empty, so messages queued while a write was in the kernel go out with
+// the next write rather than one syscall each. The batches it took are
+// lost if the connection fails: counted as sent, never as dropped (Raft
+// retransmits either way).
 func (p *peer) serve(c, raw net.Conn) error {
 	// The receiver never writes on the Raft lane: a read that returns
 	// means the peer closed or reset the connection, which a writer with
@@ -278,6 +288,9 @@ func (p *peer) serve(c, raw net.Conn) error {
 				return ErrClosed
 			}
 		}
+		// A deadline per round, not per frame: a receiver that stops
+		// reading for writeTimeout fails the connection, and the queue
+		// meanwhile fills and drops rather than Send blocking.
 		c.SetWriteDeadline(time.Now().Add(writeTimeout))
 		for _, b := range q {
 			// Counted as sent when handed to the connection: the receiver

@@ -137,6 +137,10 @@ func (e *Endpoint) Send(addr string, msgs []raftpb.Message) bool {
 		e.unreachable(addr, len(msgs))
 		return false
 	}
+	// Every random draw happens here, under n.mu, in Send order: the same
+	// seed and the same sequence of Sends give the same faults. Draws are
+	// made only for the faults that are on, so turning one on does not
+	// shift the others' sequence in a test that never uses it.
 	drop := n.dropRate > 0 && n.rng.Float64() < n.dropRate
 	dup := !drop && n.dupRate > 0 && n.rng.Float64() < n.dupRate
 	d1 := n.delayLocked()
@@ -161,6 +165,8 @@ func (e *Endpoint) Send(addr string, msgs []raftpb.Message) bool {
 	n.stats.sent.Add(1)
 	e.stats.batchesSent.Add(1)
 	e.stats.messagesSent.Add(uint64(len(msgs)))
+	// The duplicate gets its own bytes: each delivery decodes into a batch
+	// that aliases its payload, and two handlers' batches must not share.
 	if dup && l.push(bytes.Clone(payload), d2, reorder) {
 		n.stats.sent.Add(1)
 		n.stats.duplicated.Add(1)

@@ -7,7 +7,12 @@ import (
 )
 
 // link carries batches from one endpoint to another, each at its delivery
-// time, from one goroutine, so that deliveries on a link never overlap.
+// time, from one goroutine, so that deliveries on a link never overlap:
+// the Handler contract (one host's batches in order, never concurrently)
+// holds as with TCP. A heap ordered by delivery time serves both modes:
+// with reorder off, push never queues an item before the last one, so
+// the heap is a FIFO; with reorder on, independent delays let a later
+// batch come out first.
 type link struct {
 	src, dst *Endpoint
 	wake     chan struct{} // cap 1: an item was pushed
@@ -72,6 +77,9 @@ func (l *link) run() {
 			l.deliver(due.payload)
 			continue
 		}
+		// Sleep until the head is due, or until a push (which may bring
+		// an earlier item when reordering) or a close. Inside a synctest
+		// bubble this is where the fake clock advances.
 		var tc <-chan time.Time
 		if wait >= 0 {
 			timer.Reset(wait)

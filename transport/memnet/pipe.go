@@ -16,11 +16,20 @@ const pipeBufSize = 1 << 20
 
 // pipe is one direction of a conn: a bounded byte buffer between one
 // writer end and one reader end.
+//
+// Waiting uses channels, not a sync.Cond: a blocked Read or Write must
+// also wake for a deadline, the local Close and the other end's Close,
+// which a select on channels expresses directly, and inside a synctest
+// bubble a goroutine blocked in such a select is durably blocked, so the
+// fake clock can advance to the deadline.
 type pipe struct {
 	mu   sync.Mutex
 	data []byte // unread bytes are data[off:]
 	off  int
 
+	// readable and writable are level hints, not counts: a waiter that
+	// wakes rechecks the buffer under mu, so a lost or extra token costs
+	// a loop, never a missed byte.
 	readable chan struct{} // cap 1: bytes were added
 	writable chan struct{} // cap 1: bytes were taken
 	rDone    chan struct{} // closed when the reading end closes
@@ -82,6 +91,9 @@ func newConnPair(a, b string) (*conn, *conn) {
 func (c *conn) Read(b []byte) (int, error) {
 	p := c.rd
 	for {
+		// As with net.Conn, an expired deadline fails the call even when
+		// bytes are buffered: the snapshot server stops its watcher
+		// Read this way and must not consume the next request's bytes.
 		if isClosed(c.done) {
 			return 0, net.ErrClosed
 		}
@@ -140,6 +152,9 @@ func (c *conn) Write(b []byte) (int, error) {
 		}
 		p.mu.Lock()
 		if k := min(pipeBufSize-(len(p.data)-p.off), len(b)-n); k > 0 {
+			// Move the unread bytes to the front before append would
+			// grow the array: the buffer then never exceeds about
+			// pipeBufSize however long the stream.
 			if p.off > 0 && len(p.data)+k > cap(p.data) {
 				m := copy(p.data, p.data[p.off:])
 				p.data, p.off = p.data[:m], 0
