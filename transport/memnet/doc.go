@@ -5,7 +5,11 @@
 //
 // It runs inside testing/synctest bubbles, which is how the engine and
 // cluster tests drive whole clusters on a fake clock: it uses only
-// goroutines, channels, mutexes and time's timers, never sockets.
+// goroutines, channels, mutexes and time's timers, never sockets. Create
+// the Network inside the bubble that uses it, so that its goroutines,
+// channels and timers belong to that bubble, and Close it before the
+// bubble's function returns (synctest.Test then fails on any goroutine
+// left behind, which makes every bubble a leak check).
 //
 // Raft lane: Send encodes the batch with raftpb and each delivery decodes
 // it, so handlers get a deep copy and every test exercises the codec. Each
