@@ -93,6 +93,7 @@ func (h *Host) StartGroup(ctx context.Context, cfg GroupConfig, create CreateFun
 		SnapshotEntries: cfg.SnapshotEntries, SnapshotInterval: cfg.SnapshotInterval,
 		SnapshotMinGap: cfg.SnapshotMinGap, CompactionOverhead: cfg.CompactionOverhead,
 		SnapshotsRetained: cfg.SnapshotsRetained, SnapshotCompression: cfg.SnapshotCompression,
+		Quiesce: cfg.Quiesce, QuiesceTicks: cfg.QuiesceTicks,
 		MaxLogBytes: cfg.MaxLogBytes, MaxInflightMsgs: cfg.MaxInflightMsgs, MaxMsgBytes: cfg.MaxMsgBytes,
 	}, create)
 }

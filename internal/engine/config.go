@@ -108,6 +108,14 @@ type GroupConfig struct {
 	// MaxLogBytes forces a snapshot once the group's log pins this many
 	// bytes (0: the host's logdb limit).
 	MaxLogBytes uint64
+	// Quiesce stops ticking a replica whose group saw no activity (no
+	// entries, votes or requests) for QuiesceTicks (default 10 election
+	// timeouts): an idle leader sends no heartbeats and idle followers
+	// start no elections, so thousands of idle groups cost next to
+	// nothing. Any activity wakes it. Ignored with LeaseRead (a quiesced
+	// leader's lease clock would stop while real time passes).
+	Quiesce      bool
+	QuiesceTicks int
 	// MaxInflightMsgs / MaxMsgBytes tune replication (defaults 256 / 1 MiB).
 	MaxInflightMsgs int
 	MaxMsgBytes     uint64
@@ -122,6 +130,12 @@ func (c *GroupConfig) fill() error {
 	}
 	if c.HeartbeatTicks == 0 {
 		c.HeartbeatTicks = 1
+	}
+	if c.QuiesceTicks == 0 {
+		c.QuiesceTicks = 10 * c.ElectionTicks
+	}
+	if c.LeaseRead {
+		c.Quiesce = false
 	}
 	if c.MaxInflightMsgs == 0 {
 		c.MaxInflightMsgs = 256

@@ -151,3 +151,75 @@ func TestTCPCatchUpBySnapshot(t *testing.T) {
 		t.Fatalf("applied count on replica 3: %q %v", v, err)
 	}
 }
+
+// TestQuiesceIdleGroups: idle groups stop exchanging heartbeats, and a
+// proposal wakes its group.
+func TestQuiesceIdleGroups(t *testing.T) {
+	const groups = 20
+	var trs []*transport.TCP
+	members := map[raftpb.ReplicaID]string{}
+	for i := 0; i < 3; i++ {
+		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs = append(trs, tr)
+		members[raftpb.ReplicaID(i+1)] = tr.Addr()
+	}
+	var es []*Engine
+	for i := 0; i < 3; i++ {
+		e, err := Open(Config{Dir: "h", FS: vfs.NewMem(), Transport: trs[i], TickInterval: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		es = append(es, e)
+		for g := 1; g <= groups; g++ {
+			err := e.StartGroup(context.Background(), GroupConfig{Group: raftpb.GroupID(g), Replica: raftpb.ReplicaID(i + 1),
+				Members: members, PreVote: true, CheckQuorum: true, Quiesce: true, QuiesceTicks: 40}, newKV)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for g := 1; g <= groups; g++ {
+		if _, err := es[0].Propose(ctx, raftpb.GroupID(g), []byte("a=1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := func() uint64 {
+		var s uint64
+		for _, tr := range trs {
+			s += tr.Stats().MessagesSent
+		}
+		return s
+	}
+	// Wait until a whole second passes with no message at all.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before := sent()
+		time.Sleep(time.Second)
+		if sent() == before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle groups still send messages: %d in the last second", sent()-before)
+		}
+	}
+	// A proposal wakes its group; the others stay quiet.
+	if _, err := es[1].Propose(ctx, 3, []byte("b=2")); err != nil {
+		t.Fatal(err)
+	}
+	v, err := es[2].Read(ctx, 3, []byte("b"))
+	if err != nil || string(v) != "2" {
+		t.Fatalf("read after wake: %q %v", v, err)
+	}
+	for g := 1; g <= groups; g++ {
+		st, _ := es[0].GroupStatus(raftpb.GroupID(g))
+		if st.Leader == 0 {
+			t.Fatalf("group %d lost its leader while quiesced", g)
+		}
+	}
+}

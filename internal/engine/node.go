@@ -54,6 +54,9 @@ type node struct {
 	readBatch map[uint64]*readBatch // ReadIndex contexts awaiting a ReadState
 	sending   map[raftpb.ReplicaID]sentSnapshot
 	tickCount uint64
+	// idleTicks counts ticks without activity; quiesced stops ticking.
+	idleTicks int
+	quiesced  bool
 	// parked proposals wait for a leader to be known.
 	parked []*proposal
 	// afterPersist run once the current pass's state is durable.

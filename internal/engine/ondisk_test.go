@@ -42,7 +42,7 @@ func (s diskKV) Apply(ents []statemachine.Entry) error {
 	s.d.mu.Unlock()
 	return nil
 }
-func (s diskKV) Lookup(q []byte) ([]byte, error)           { return s.d.kv.Lookup(q) }
+func (s diskKV) Lookup(q []byte) ([]byte, error)          { return s.d.kv.Lookup(q) }
 func (s diskKV) Snapshot() (statemachine.Snapshot, error) { return s.d.kv.Snapshot() }
 func (s diskKV) Restore(ctx context.Context, r io.Reader, f []statemachine.SnapshotFile) error {
 	s.d.mu.Lock()

@@ -268,8 +268,14 @@ func (n *node) drainMailbox() bool {
 	n.msgs, n.props, n.reads, n.cmds = nil, nil, nil, nil
 	n.mu.Unlock()
 
+	if len(props) > 0 || len(reads) > 0 || len(cmds) > 0 {
+		n.wake()
+	}
 	for i := range msgs {
 		m := &msgs[i]
+		if m.Type != raftpb.MsgHeartbeat && m.Type != raftpb.MsgHeartbeatResp {
+			n.wake()
+		}
 		if n.removed[m.From] {
 			n.e.rejectedNonMember.Add(1)
 			continue
@@ -348,8 +354,20 @@ func (n *node) reject(p *proposal, err error) {
 
 // onTick advances the core's clock and does the periodic housekeeping.
 func (n *node) onTick(now time.Time) {
+	if n.quiesced {
+		return
+	}
 	n.raft.Tick()
 	n.tickCount++
+	n.idleTicks++
+	if n.cfg.Quiesce && n.idleTicks > n.cfg.QuiesceTicks && len(n.sending) == 0 &&
+		len(n.readBatch) == 0 && len(n.parked) == 0 && n.raft.Status().Installing == 0 {
+		// Every replica of the group counts the same activity, so they
+		// quiesce within a tick of each other, well inside an election
+		// timeout: nobody campaigns against a silent leader.
+		n.quiesced = true
+		return
+	}
 	if next := n.nextTrigger.Load(); next != 0 && now.UnixNano() >= next {
 		n.nextTrigger.Store(0)
 		n.aw.submit(n, applyTask{fn: n.checkTrigger})
@@ -431,8 +449,17 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 	return true
 }
 
+// wake ends quiescence: the group is active (step worker).
+func (n *node) wake() {
+	n.idleTicks = 0
+	n.quiesced = false
+}
+
 // afterReady hands a persisted Ready's results on and advances the core.
 func (n *node) afterReady(rd *raft.Ready) {
+	if len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 || rd.Snapshot != nil || rd.Fetch != nil {
+		n.wake()
+	}
 	if rd.Snapshot != nil {
 		n.setMembership(rd.Snapshot.Membership)
 		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotInstalled, Group: n.group, Replica: n.replica,
