@@ -207,7 +207,7 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 		Log:                execLog{n},
 		Raft:               execRaft{n},
 		StateMachine:       execSM{n},
-		Fetch:              e.receiver.Fetcher(n.store, n.sourceFor),
+		Fetch:              n.fetcher(e.receiver.Fetcher(n.store, n.sourceFor)),
 		SnapshotMinGap:     cfg.SnapshotMinGap,
 		CompactionOverhead: cfg.CompactionOverhead,
 		Logger:             n.log,
@@ -590,6 +590,26 @@ func (n *node) sourceFor(req snapshot.InstallRequest) (snapshot.FileSource, erro
 		return n.e.snapshotSource(addr), nil
 	}
 	return nil, fmt.Errorf("engine: group %d: no address for replica %d", n.group, req.From)
+}
+
+// fetcher wraps the receiver's fetch to report received snapshots.
+func (n *node) fetcher(fetch func(context.Context, snapshot.InstallRequest) (raftpb.SnapshotMeta, error)) func(context.Context, snapshot.InstallRequest) (raftpb.SnapshotMeta, error) {
+	return func(ctx context.Context, req snapshot.InstallRequest) (raftpb.SnapshotMeta, error) {
+		start := time.Now()
+		m, err := fetch(ctx, req)
+		if err != nil {
+			return m, err
+		}
+		var bytes int64
+		for _, f := range m.Files {
+			bytes += int64(f.Size)
+		}
+		n.e.metrics.snapshotBytes.WithLabelValues("received").Add(float64(bytes))
+		n.e.metrics.snapshotSeconds.WithLabelValues("transfer").Observe(since(start))
+		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotReceived, Group: n.group, Replica: n.replica,
+			Peer: req.From, Index: m.Index, Term: m.Term, Bytes: bytes})
+		return m, nil
+	}
 }
 
 // addrOf returns the address of replica id (step worker).
