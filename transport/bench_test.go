@@ -25,13 +25,14 @@ func (h *countHandler) HandleBatch(b *raftpb.MessageBatch) {
 func (h *countHandler) HandleUnreachable(string) {}
 
 // BenchmarkTCPSend: one MsgReplicate with one entry per Send over loopback,
-// with at most window messages in flight so that nothing is dropped.
+// with the default queue length and at most that many messages in flight,
+// so that nothing is dropped.
 // Reports messages/s; MB/s counts entry payload bytes.
 func BenchmarkTCPSend(b *testing.B) {
 	for _, size := range []int{16, 1024} {
 		b.Run(fmt.Sprintf("entry=%dB", size), func(b *testing.B) {
-			const window = 1 << 14
-			a, err := NewTCP(TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 1, QueueLen: 2 * window})
+			const window = DefaultQueueLen
+			a, err := NewTCP(TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 1})
 			if err != nil {
 				b.Fatal(err)
 			}
