@@ -86,6 +86,9 @@ func FuzzFrameReader(f *testing.F) {
 	f.Add(append(bytes.Clone(good), good...))
 	f.Add(append(bytes.Clone(good), 1, 0, 0, 0, 9, 9, 9, 9, 0))
 	f.Add(validFrame(8, msg(1, nil)))
+	badCRC := bytes.Clone(good)
+	badCRC[4] ^= 1 // the payload still decodes: only the CRC catches it
+	f.Add(badCRC)
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const maxFrame = 1 << 16

@@ -197,8 +197,12 @@ func TestTCPCorruptFrame(t *testing.T) {
 	pre := appendPreamble(nil, laneRaft, 7)
 	good := validFrame(7, msg(0, []byte("x")))
 
+	// Both damages below leave a payload that decodes: only the CRC
+	// check can catch them.
 	badCRC := bytes.Clone(good)
-	badCRC[len(badCRC)-1] ^= 1
+	badCRC[4] ^= 1 // the CRC field
+	flipped := bytes.Clone(good)
+	flipped[bytes.LastIndexByte(flipped, 'x')] = 'y' // the entry's data
 	tooLong := binary.LittleEndian.AppendUint32(nil, 1<<20+1)
 	tooLong = append(tooLong, 0, 0, 0, 0)
 	zero := make([]byte, 8)
@@ -216,6 +220,7 @@ func TestTCPCorruptFrame(t *testing.T) {
 		data []byte
 	}{
 		{"bad crc", badCRC},
+		{"payload bit flip", flipped},
 		{"too long", tooLong},
 		{"zero length", zero},
 		{"undecodable", undecodable},
