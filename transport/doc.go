@@ -51,15 +51,24 @@
 // # Sending
 //
 // Send encodes the messages at once onto the peer's bounded queue (so it
-// retains nothing of the caller's) and returns; one sender goroutine per
-// remote host dials, takes everything queued, writes it as frames of about
-// 1 MiB (one message alone may fill a frame up to MaxFrameBytes; a larger
-// one is dropped at Send) through a bufio.Writer, and flushes when the
-// queue is empty: one write for everything that queued meanwhile. A failed dial or connection drops the
-// queue, reports the peer once through Handler.HandleUnreachable, and
-// Send drops during a jittered exponential backoff (10 ms doubling to 1 s).
-// HandleUnreachable is always called from a transport goroutine, never from
-// Send.
+// retains nothing of the caller's) and returns without blocking. One sender
+// goroutine per remote host dials, takes everything queued, writes it as
+// frames of about 1 MiB through a bufio.Writer and flushes when the queue
+// is empty: one write for everything that queued meanwhile. (A message
+// alone may fill a frame up to MaxFrameBytes; a larger one is dropped at
+// Send.) A full queue drops and is reported once until it drains. A failed
+// dial or connection drops the queue and is reported once; Send then drops
+// during a jittered exponential backoff (10 ms doubling to 1 s) before the
+// next dial. Reports go through Handler.HandleUnreachable, always from a
+// transport goroutine, never from Send.
+//
+// # TLS
+//
+// TCPConfig.TLS secures both lanes with one config used as server and as
+// client. Mutual TLS is the caller's choice in that config (ClientAuth:
+// tls.RequireAndVerifyClientCert, ClientCAs, RootCAs, Certificates); a
+// failed handshake counts in Stats.RejectedConns on the accepting side and
+// as a failed dial (HandleUnreachable) on the dialing side.
 //
 // Imports: raftpb only. Never raft, logdb, snapshot or engine.
 package transport

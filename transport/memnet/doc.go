@@ -26,5 +26,6 @@
 //
 // memnet is a harness: production code must not import it.
 //
-// Imports: raftpb and transport only.
+// Imports: raftpb and transport only. Never raft, logdb, snapshot or
+// engine; and no production package imports memnet (imports_test.go).
 package memnet
