@@ -223,3 +223,53 @@ func TestQuiesceIdleGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestMembershipChanges: a replica joins as a non-voter, is promoted,
+// a voter is removed, leadership is transferred.
+func TestMembershipChanges(t *testing.T) {
+	es := tcpCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 10; i++ {
+		if _, err := es[0].Propose(ctx, 1, []byte(fmt.Sprintf("k%d=v", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e4, err := Open(Config{Dir: "h4", FS: vfs.NewMem(), Transport: tr, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e4.Close()
+	if err := e4.StartGroup(ctx, GroupConfig{Group: 1, Replica: 4, Join: true}, newKV); err != nil {
+		t.Fatal(err)
+	}
+	if err := es[1].AddNonVoting(ctx, 1, 4, tr.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	waitValue(ctx, t, e4, "k9", "v")
+	if err := es[0].AddReplica(ctx, 1, 4, tr.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := es[0].RemoveReplica(ctx, 1, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := es[0].TransferLeadership(ctx, 1, 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e4.Propose(ctx, 1, []byte("after=1")); err != nil {
+		t.Fatal(err)
+	}
+	waitValue(ctx, t, es[0], "after", "1")
+	st, _ := e4.GroupStatus(1)
+	var ids []raftpb.ReplicaID
+	for _, m := range st.Membership.Voters {
+		ids = append(ids, m.ID)
+	}
+	if fmt.Sprint(ids) != "[1 2 4]" || st.Leader != 4 || len(st.Membership.Removed) != 1 {
+		t.Fatalf("membership %+v leader %d", st.Membership, st.Leader)
+	}
+}

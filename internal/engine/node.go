@@ -236,17 +236,20 @@ func readOnly(lease bool) raft.ReadOnlyOption {
 	return raft.ReadOnlySafe
 }
 
-// bootstrap records the initial membership of a new group as a snapshot
-// pointer at index 0, so that every initial replica starts from the same
-// configuration and the log starts at index 1. A joining replica starts
-// with no membership and learns it from the leader.
+// bootstrap writes the initial membership of a new group into its log, as
+// etcd does: entries 1..n at term 1, one config change adding each initial
+// voter, committed. Every initial replica writes the same entries, and a
+// replica that joins later receives them from the leader like any other
+// entries, so it derives the same membership. (A bootstrap snapshot would
+// leave a joiner with entries but no base membership to apply them to.)
+// A joining replica starts empty.
 func (n *node) bootstrap() error {
 	hs, snap, err := n.glog.InitialState()
 	if err != nil {
 		return fmt.Errorf("engine: group %d: %w", n.group, err)
 	}
 	last, _ := n.glog.LastIndex()
-	if !hs.IsEmpty() || !snap.IsEmpty() || last > 0 || len(snap.Membership.Voters) > 0 {
+	if !hs.IsEmpty() || !snap.IsEmpty() || last > 0 {
 		return nil // existing replica: its state wins over cfg.Members
 	}
 	if _, ok := n.store.Latest(); ok {
@@ -255,13 +258,18 @@ func (n *node) bootstrap() error {
 	if n.cfg.Join {
 		return nil
 	}
-	m := raftpb.Membership{}
+	voters := make([]raftpb.Member, 0, len(n.cfg.Members))
 	for id, addr := range n.cfg.Members {
-		m.Voters = append(m.Voters, raftpb.Member{ID: id, Addr: addr})
+		voters = append(voters, raftpb.Member{ID: id, Addr: addr})
 	}
-	sortMembers(m.Voters)
-	meta := raftpb.SnapshotMeta{Group: n.group, Membership: m}
-	return n.e.db.SaveBatch([]logdb.Update{{Group: n.group, Snapshot: &meta}})
+	sortMembers(voters)
+	ents := make([]raftpb.Entry, len(voters))
+	for i, m := range voters {
+		cc := raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.AddVoter, Replica: m.ID, Addr: m.Addr}}}
+		ents[i] = raftpb.Entry{Term: 1, Index: uint64(i + 1), Type: raftpb.EntryConfigChange, Data: cc.Marshal()}
+	}
+	return n.e.db.SaveBatch([]logdb.Update{{Group: n.group, Entries: ents,
+		HardState: raftpb.HardState{Term: 1, Commit: uint64(len(ents))}}})
 }
 
 // loadStateMachine brings the state machine to a point the log continues

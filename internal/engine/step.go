@@ -465,18 +465,6 @@ func (n *node) afterReady(rd *raft.Ready) {
 		n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotInstalled, Group: n.group, Replica: n.replica,
 			Index: rd.Snapshot.Index, Term: rd.Snapshot.Term})
 	}
-	if len(rd.CommittedEntries) > 0 {
-		b := &rsm.Batch{Entries: rd.CommittedEntries}
-		for i := range rd.CommittedEntries {
-			if rd.CommittedEntries[i].Type == raftpb.EntryConfigChange {
-				m := n.raft.Membership()
-				n.setMembership(m)
-				b.Membership = &m
-				break
-			}
-		}
-		n.aw.submit(n, applyTask{batch: b})
-	}
 	for _, rs := range rd.ReadStates {
 		if len(rs.RequestCtx) != 8 {
 			continue
@@ -491,6 +479,20 @@ func (n *node) afterReady(rd *raft.Ready) {
 		n.startInstall(*rd.Fetch)
 	}
 	n.raft.Advance(*rd)
+	if len(rd.CommittedEntries) > 0 {
+		// The core applies config changes as it hands them out (in
+		// Advance): the membership after them is the batch's.
+		b := &rsm.Batch{Entries: rd.CommittedEntries}
+		for i := range rd.CommittedEntries {
+			if rd.CommittedEntries[i].Type == raftpb.EntryConfigChange {
+				m := n.raft.Membership()
+				n.setMembership(m)
+				b.Membership = &m
+				break
+			}
+		}
+		n.aw.submit(n, applyTask{batch: b})
+	}
 	n.runAfterPersist(nil)
 	n.publishStatus()
 }
