@@ -113,6 +113,9 @@ type sentSnapshot struct {
 	reader snapshot.ReaderID
 }
 
+// defaultMaxLogBytes is logdb's default MaxLogBytes.
+const defaultMaxLogBytes = 4 << 30
+
 func groupDir(e *Engine, g raftpb.GroupID) string {
 	return e.cfg.FS.PathJoin(e.cfg.Dir, "snapshots", fmt.Sprintf("%020d", g))
 }
@@ -134,6 +137,14 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 		stopped:   make(chan struct{}),
 	}
 	n.compactLimit.Store(^uint64(0))
+	if n.cfg.MaxLogBytes == 0 {
+		// The host's cap: a group past it is forced to snapshot so that
+		// one slow group never makes the shared log grow without bound.
+		n.cfg.MaxLogBytes = defaultMaxLogBytes
+		if e.cfg.LogDB.MaxLogBytes > 0 {
+			n.cfg.MaxLogBytes = uint64(e.cfg.LogDB.MaxLogBytes)
+		}
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -221,7 +232,7 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 		SnapshotEntries:  cfg.SnapshotEntries,
 		SnapshotInterval: cfg.SnapshotInterval,
 		SnapshotMinGap:   cfg.SnapshotMinGap,
-		MaxLogBytes:      cfg.MaxLogBytes,
+		MaxLogBytes:      n.cfg.MaxLogBytes,
 	}, now, rand.New(rand.NewPCG(uint64(cfg.Group), uint64(cfg.Replica)^uint64(now.UnixNano()))))
 	n.publishTrigger()
 	n.sw = e.steps[int(uint64(cfg.Group)%uint64(len(e.steps)))]
