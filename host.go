@@ -280,3 +280,12 @@ func ImportSnapshot(cfg HostConfig, exportDir string, g GroupID, members map[Rep
 		engine.LogOptions{SegmentSize: cfg.LogSegmentBytes, Logger: cfg.Logger})
 	return err
 }
+
+// CancelSnapshotTransfers cancels group g's snapshot transfers on this
+// host: an install in progress stops (keeping its partial data for a
+// resume) and the snapshots served to peer (0: every peer) are released.
+// The leader offers a snapshot again later; pause catch-ups longer by
+// setting the snapshot rate limits (SetSnapshotLimits).
+func (h *Host) CancelSnapshotTransfers(ctx context.Context, g GroupID, peer ReplicaID) error {
+	return h.e.CancelSnapshotTransfers(ctx, g, peer)
+}

@@ -271,3 +271,29 @@ func (e *Engine) WaitLeader(ctx context.Context, g raftpb.GroupID) (raftpb.Repli
 		}
 	}
 }
+
+// CancelSnapshotTransfers cancels group g's snapshot transfers on this
+// host: an install in progress stops (its partial data is kept for a
+// resume; the leader offers the snapshot again later), and the snapshots
+// this host serves to peer (0: to every peer) are released, so the
+// receiver's next request fails and it reports the install failed.
+func (e *Engine) CancelSnapshotTransfers(ctx context.Context, g raftpb.GroupID, peer raftpb.ReplicaID) error {
+	n, err := e.node(g)
+	if err != nil {
+		return err
+	}
+	n.imu.Lock()
+	for _, cancel := range n.installCancels {
+		cancel()
+	}
+	n.imu.Unlock()
+	return n.doWait(ctx, func() error {
+		for id, s := range n.sending {
+			if peer == 0 || id == peer {
+				n.e.sender.Release(s.reader)
+				delete(n.sending, id)
+			}
+		}
+		return nil
+	})
+}

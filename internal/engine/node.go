@@ -42,6 +42,10 @@ type node struct {
 	sw         *stepWorker
 	aw         *applyWorker
 
+	// installCancels cancel the installs in progress (imu), by index.
+	imu            sync.Mutex
+	installCancels map[uint64]context.CancelFunc
+
 	// ctx is canceled when the node stops; background goroutines use it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -125,16 +129,17 @@ func groupDir(e *Engine, g raftpb.GroupID) string {
 // opened at its durable applied index), the Raft core and the executor.
 func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachine.CreateFunc) (_ *node, err error) {
 	n := &node{
-		e:         e,
-		cfg:       cfg,
-		group:     cfg.Group,
-		replica:   cfg.Replica,
-		log:       e.cfg.Logger.With("group", uint64(cfg.Group), "replica", uint64(cfg.Replica)),
-		glog:      e.db.Group(cfg.Group),
-		readBatch: make(map[uint64]*readBatch),
-		sending:   make(map[raftpb.ReplicaID]sentSnapshot),
-		pending:   make(map[uint64]*proposal),
-		stopped:   make(chan struct{}),
+		e:              e,
+		cfg:            cfg,
+		group:          cfg.Group,
+		replica:        cfg.Replica,
+		log:            e.cfg.Logger.With("group", uint64(cfg.Group), "replica", uint64(cfg.Replica)),
+		glog:           e.db.Group(cfg.Group),
+		readBatch:      make(map[uint64]*readBatch),
+		sending:        make(map[raftpb.ReplicaID]sentSnapshot),
+		pending:        make(map[uint64]*proposal),
+		installCancels: make(map[uint64]context.CancelFunc),
+		stopped:        make(chan struct{}),
 	}
 	n.compactLimit.Store(^uint64(0))
 	if n.cfg.MaxLogBytes == 0 {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -519,11 +520,21 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 	req := snapshot.InstallRequest{From: f.From, Meta: f.Meta,
 		Reader: snapshot.ReaderID(binary.BigEndian.Uint64(f.Context))}
 	meta := f.Meta
+	ctx, cancel := context.WithCancel(n.ctx)
+	n.imu.Lock()
+	n.installCancels[meta.Index] = cancel
+	n.imu.Unlock()
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
+		defer func() {
+			n.imu.Lock()
+			delete(n.installCancels, meta.Index)
+			n.imu.Unlock()
+			cancel()
+		}()
 		start := time.Now()
-		n.exec.Install(n.ctx, f.Term, req, func(resp snapshot.InstallResponse) {
+		n.exec.Install(ctx, f.Term, req, func(resp snapshot.InstallResponse) {
 			switch {
 			case resp.Success:
 				n.e.metrics.snapshotSeconds.WithLabelValues("install").Observe(since(start))

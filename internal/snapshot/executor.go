@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/skiffdb/skiff/raftpb"
 )
@@ -145,9 +146,12 @@ type download struct {
 	term    uint64
 	respond func(InstallResponse)
 	cancel  context.CancelFunc
-	done    chan struct{} // closed when the fetch returned
-	meta    raftpb.SnapshotMeta
-	err     error
+	// callerCanceled: the Install call's context ended (the host canceled
+	// the transfer), as opposed to a newer request canceling the fetch.
+	callerCanceled atomic.Bool
+	done           chan struct{} // closed when the fetch returned
+	meta           raftpb.SnapshotMeta
+	err            error
 }
 
 // NewExecutor returns an executor positioned at the store's latest

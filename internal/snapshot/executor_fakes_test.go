@@ -303,9 +303,13 @@ func (env *execEnv) leaderSnapshot(index uint64, data string) raftpb.SnapshotMet
 // install runs Install in a goroutine and returns the channel its
 // request's response arrives on.
 func (env *execEnv) install(term uint64, m raftpb.SnapshotMeta) <-chan InstallResponse {
+	return env.installCtx(context.Background(), term, m)
+}
+
+func (env *execEnv) installCtx(ctx context.Context, term uint64, m raftpb.SnapshotMeta) <-chan InstallResponse {
 	ch := make(chan InstallResponse, 1)
 	var once atomic.Bool
-	go env.e.Install(context.Background(), term, InstallRequest{From: 1, Meta: m, Reader: ReaderID(m.Index)}, func(r InstallResponse) {
+	go env.e.Install(ctx, term, InstallRequest{From: 1, Meta: m, Reader: ReaderID(m.Index)}, func(r InstallResponse) {
 		if once.Swap(true) {
 			panic(fmt.Sprintf("request for %d answered twice", m.Index))
 		}

@@ -50,6 +50,13 @@ func (e *Executor) Install(ctx context.Context, term uint64, req InstallRequest,
 	if !e.register(d) {
 		return
 	}
+	// The caller's context cancels the fetch too (a transfer canceled
+	// from outside); the session then answers with the context's error.
+	stop := context.AfterFunc(ctx, func() {
+		d.callerCanceled.Store(true)
+		d.cancel()
+	})
+	defer stop()
 	<-d.done
 	e.afterFetch(ctx, d)
 }
@@ -134,7 +141,11 @@ func (e *Executor) startFetchLocked(d *download) {
 		if d.err == nil && !req.Meta.IsEmpty() && d.meta.Index != req.Meta.Index {
 			d.err = fmt.Errorf("%w: fetched snapshot %d, announced %d", ErrMetaMismatch, d.meta.Index, req.Meta.Index)
 		}
-		if d.err != nil && ctx.Err() != nil && e.ctx.Err() == nil {
+		switch {
+		case d.err == nil || ctx.Err() == nil || e.ctx.Err() != nil:
+		case d.callerCanceled.Load():
+			d.err = fmt.Errorf("snapshot: install canceled: %w (%v)", context.Canceled, d.err)
+		default:
 			d.err = fmt.Errorf("%w: fetch canceled for a newer snapshot: %v", ErrInterrupted, d.err)
 		}
 	}()

@@ -179,6 +179,29 @@ func TestInstallNewerCancelsDownload(t *testing.T) {
 	}
 }
 
+// Canceling the Install call's context (the host cancels a transfer)
+// stops the fetch and answers with context.Canceled — not ErrInterrupted,
+// which means a retry took over and will answer — and a later request
+// installs normally.
+func TestInstallCallerCancel(t *testing.T) {
+	env := newExecEnv(t)
+	env.fetch.started = make(chan uint64, 2)
+	m := env.leaderSnapshot(200, "x")
+	gate := env.fetch.gate(200) // opened only after the cancel
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := env.installCtx(ctx, 5, m)
+	recv(t, env.fetch.started, "fetch")
+	cancel()
+	r := recv(t, ch, "response")
+	if r.Success || !errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, ErrInterrupted) {
+		t.Fatalf("canceled install answered %+v", r)
+	}
+	close(gate)
+	if r := recv(t, env.install(5, m), "retry"); !r.Success || r.Index != 200 {
+		t.Fatalf("retry: %+v", r)
+	}
+}
+
 // A failed fetch answers the request with the error and leaves the
 // executor free; a failed verification at load answers with ErrChecksum
 // and advances nothing.
