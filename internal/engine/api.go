@@ -102,6 +102,7 @@ func (e *Engine) Read(ctx context.Context, g raftpb.GroupID, query []byte) ([]by
 	case <-r.done:
 		return r.value, r.err
 	case <-ctx.Done():
+		r.abandoned.Store(true)
 		return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	case <-n.stopped:
 		return nil, n.stoppedErr()

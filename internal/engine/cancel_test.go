@@ -96,7 +96,9 @@ func TestCancelAndThrottleTransfer(t *testing.T) {
 			break
 		}
 		if ctx.Err() != nil {
-			st, _ := es[2].GroupStatus(1); st0, _ := es[0].GroupStatus(1); t.Fatalf("no transfer in progress seen: %+v\n%+v\n%+v", st, st0, logs[0].events)
+			st, _ := es[2].GroupStatus(1)
+			st0, _ := es[0].GroupStatus(1)
+			t.Fatalf("no transfer in progress seen: %+v\n%+v\n%+v", st, st0, logs[0].events)
 		}
 		<-time.After(5 * time.Millisecond)
 	}

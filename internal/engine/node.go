@@ -63,6 +63,8 @@ type node struct {
 	quiesced  bool
 	// parked proposals wait for a leader to be known.
 	parked []*proposal
+	// parkedReads wait for a leader, or for a ReadIndex to be asked again.
+	parkedReads []*readRequest
 	// afterPersist run once the current pass's state is durable.
 	afterPersist []func(error)
 
@@ -449,6 +451,9 @@ func (n *node) publishStatus() {
 	}
 	if st.SoftState.Lead != raftpb.None && len(n.parked) > 0 {
 		n.unpark()
+	}
+	if st.SoftState.Lead != raftpb.None && len(n.parkedReads) > 0 {
+		n.issueReads()
 	}
 	n.firstIndex.Store(st.FirstIndex)
 	n.lastIndex.Store(st.LastIndex)

@@ -42,6 +42,8 @@ func (p *proposal) complete(r statemachine.Result, err error) {
 // readRequest is one waiting Read.
 type readRequest struct {
 	query []byte
+	// abandoned: the caller stopped waiting.
+	abandoned atomic.Bool
 
 	once  sync.Once
 	done  chan struct{}

@@ -289,9 +289,10 @@ func (n *node) drainMailbox() bool {
 		n.propose(props)
 	}
 	if len(reads) > 0 {
-		key := n.e.nextKey()
-		n.readBatch[key] = &readBatch{reqs: reads, tick: n.tickCount}
-		n.raft.ReadIndex(binary.BigEndian.AppendUint64(nil, key))
+		n.parkedReads = append(n.parkedReads, reads...)
+		if n.leader.Load() != 0 {
+			n.issueReads()
+		}
 	}
 	for _, fn := range cmds {
 		fn()
@@ -332,6 +333,24 @@ func (n *node) propose(props []*proposal) {
 	}
 }
 
+// issueReads asks one ReadIndex for every parked read whose caller still
+// waits (step worker).
+func (n *node) issueReads() {
+	reads := n.parkedReads[:0]
+	for _, r := range n.parkedReads {
+		if !r.abandoned.Load() {
+			reads = append(reads, r)
+		}
+	}
+	n.parkedReads = nil
+	if len(reads) == 0 {
+		return
+	}
+	key := n.e.nextKey()
+	n.readBatch[key] = &readBatch{reqs: reads, tick: n.tickCount}
+	n.raft.ReadIndex(binary.BigEndian.AppendUint64(nil, key))
+}
+
 // unpark proposes again what waited for a leader (step worker).
 func (n *node) unpark() {
 	parked := n.parked
@@ -362,7 +381,7 @@ func (n *node) onTick(now time.Time) {
 	n.tickCount++
 	n.idleTicks++
 	if n.cfg.Quiesce && n.idleTicks > n.cfg.QuiesceTicks && len(n.sending) == 0 &&
-		len(n.readBatch) == 0 && len(n.parked) == 0 && n.raft.Status().Installing == 0 {
+		len(n.readBatch) == 0 && len(n.parked) == 0 && len(n.parkedReads) == 0 && n.raft.Status().Installing == 0 {
 		// Every replica of the group counts the same activity, so they
 		// quiesce within a tick of each other, well inside an election
 		// timeout: nobody campaigns against a silent leader.
@@ -377,15 +396,16 @@ func (n *node) onTick(now time.Time) {
 	if n.tickCount%every != 0 {
 		return
 	}
-	// Reads whose ReadIndex was never answered (leadership lost) fail
-	// after two election timeouts; their callers may retry.
+	// A ReadIndex never answered (the leader changed or the message was
+	// lost) is asked again; the callers' contexts bound the wait.
 	for key, b := range n.readBatch {
-		if n.tickCount-b.tick >= 2*every {
+		if n.tickCount-b.tick >= every {
 			delete(n.readBatch, key)
-			for _, r := range b.reqs {
-				r.complete(nil, fmt.Errorf("%w: read index not confirmed (no leader?)", ErrRejected))
-			}
+			n.parkedReads = append(n.parkedReads, b.reqs...)
 		}
+	}
+	if len(n.parkedReads) > 0 && n.leader.Load() != 0 {
+		n.issueReads()
 	}
 	st := n.raft.Status()
 	if st.SoftState.Role != raft.Leader {
