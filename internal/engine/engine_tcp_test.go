@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -271,5 +272,36 @@ func TestMembershipChanges(t *testing.T) {
 	}
 	if fmt.Sprint(ids) != "[1 2 4]" || st.Leader != 4 || len(st.Membership.Removed) != 1 {
 		t.Fatalf("membership %+v leader %d", st.Membership, st.Leader)
+	}
+}
+
+// TestCloseLeavesNoGoroutine: after Close, every goroutine the engines
+// and their transports started has ended.
+func TestCloseLeavesNoGoroutine(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		es := tcpCluster(t, 3, func(c *GroupConfig) { c.SnapshotEntries = 20 })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for i := 0; i < 50; i++ {
+			if _, err := es[i%3].Propose(ctx, 1, []byte(fmt.Sprintf("k%d=v", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := es[0].Read(ctx, 1, []byte("k1")); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			e.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines before, %d after Close:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		runtime.Gosched()
+		<-time.After(10 * time.Millisecond)
 	}
 }

@@ -168,13 +168,19 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 	// 2. Persist: installed snapshots reset their logs first, then one
 	// batch, one fsync, for every group.
 	updates := w.updates[:0]
-	failed := make(map[*node]error)
+	var failed map[*node]error // nil unless something failed: no allocation per pass
+	fail := func(n *node, err error) {
+		if failed == nil {
+			failed = make(map[*node]error)
+		}
+		failed[n] = err
+	}
 	for i := range items {
 		it := &items[i]
 		n := it.n
 		if it.rd.Snapshot != nil {
 			if err := e.db.ResetToSnapshot(n.group, *it.rd.Snapshot, false); err != nil {
-				failed[n] = fmt.Errorf("reset log to snapshot %d: %w", it.rd.Snapshot.Index, err)
+				fail(n, fmt.Errorf("reset log to snapshot %d: %w", it.rd.Snapshot.Index, err))
 				continue
 			}
 		}
@@ -197,7 +203,7 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 			for _, u := range updates {
 				for i := range items {
 					if items[i].n.group == u.Group {
-						failed[items[i].n] = fmt.Errorf("save log: %w", err)
+						fail(items[i].n, fmt.Errorf("save log: %w", err))
 					}
 				}
 			}
