@@ -65,9 +65,18 @@ func recordSize(n int) int {
 // into a journal commit too. Appending 1 MiB is not the disk's durable
 // sequential bandwidth, and logdb never appends, so it would flatter logdb
 // 2.5–7×; space=zeroed is the bandwidth baseline.
+//
+// Two more sizes, over zeroed space only, bound what a batch shape can
+// reach: 256 × a 1 KiB record (the most BenchmarkConcurrentAppend's 256
+// callers, each waiting for its own entry, can put in one fsync) and
+// 4 MiB (about what BenchmarkEngineSave's 256-group batches coalesce to).
 func BenchmarkRawFdatasync(b *testing.B) {
 	for _, space := range []string{"append", "zeroed"} {
-		for _, n := range []int{recordSize(16), recordSize(1024), 1 << 20} {
+		sizes := []int{recordSize(16), recordSize(1024), 1 << 20}
+		if space == "zeroed" {
+			sizes = append(sizes, 256*recordSize(1024), 4<<20)
+		}
+		for _, n := range sizes {
 			b.Run(fmt.Sprintf("space=%s/bytes=%d", space, n), func(b *testing.B) {
 				rawFdatasync(b, space == "zeroed", n)
 			})

@@ -160,7 +160,15 @@ func (db *DB) lead(b *batch) {
 	db.mu.Unlock()
 
 	if err == nil {
-		err = db.applyRecord(b.wb.Buf, pos)
+		var kept bool
+		kept, err = db.applyRecord(b.wb.Buf, pos, true)
+		if kept {
+			// The entry cache now points into this record: give the batch
+			// a new buffer of about the same size (no regrowth by
+			// doubling); the old one lives until its entries are evicted.
+			b.wb.Buf = make([]byte, 0, len(b.wb.Buf)+len(b.wb.Buf)/4)
+			b.wb.Reset()
+		}
 	}
 	gc := db.gcDirty // written only by applies and GC, which are ordered
 
@@ -301,8 +309,12 @@ func (db *DB) write(b *batch, timed bool) (wal.Pos, error) {
 }
 
 // applyRecord applies every chunk of an encoded record written at pos.
-func (db *DB) applyRecord(rec []byte, pos wal.Pos) error {
-	a := applier{db: db, live: true}
+// With keep, cached entries may point into rec instead of copies (saving a
+// copy of every entry's data; wal.File.WriteAt does not modify its
+// argument), and kept reports whether any does: then rec must never be
+// written to again.
+func (db *DB) applyRecord(rec []byte, pos wal.Pos, keep bool) (kept bool, err error) {
+	a := applier{db: db, live: true, keep: keep}
 	for off := wal.HeaderSize; off < len(rec); {
 		p := wal.ChunkPayload(rec[off:])
 		o, err := decodeOp(p)
@@ -310,13 +322,13 @@ func (db *DB) applyRecord(rec []byte, pos wal.Pos) error {
 			panic(fmt.Sprintf("logdb: undecodable chunk we encoded: %v", err))
 		}
 		if err := a.apply(&o, wal.Pos{Segment: pos.Segment, Offset: pos.Offset + int64(off)}); err != nil {
-			return err
+			return a.kept, err
 		}
 		off += wal.ChunkHeaderSize + len(p)
 	}
 	db.evict()
 	db.stats.cacheBytes.Store(db.cacheBytes)
-	return nil
+	return a.kept, nil
 }
 
 func (db *DB) walErr(err error) error {

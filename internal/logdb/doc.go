@@ -6,7 +6,15 @@
 // once — callers that arrive while an fsync is in flight join the next
 // batch (group commit), and the next leader briefly waits for the callers
 // of the batch just synced to come back (see gatherLocked) — and only then
-// may raft send messages that depend on them. Compact(g, i) drops entries ≤ i after a snapshot at i.
+// may raft send messages that depend on them. Compact(g, i) drops entries
+// ≤ i after a snapshot at i.
+//
+// A batch is written in two stages (see DB.lead): write + fsync under the
+// writer role, one record at a time, then apply (index, terms, entry
+// cache) — during which the next leader already writes and fsyncs its
+// batch. Applies run in write order, and SaveBatch returns only after its
+// batch is applied, so a caller reads its own writes. Segment GC runs
+// under the writer role once every written batch is applied.
 //
 // # Reading
 //

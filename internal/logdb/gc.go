@@ -146,7 +146,8 @@ func (db *DB) rewriteMeta(segs, live []uint64) (keep []uint64, err error) {
 		return keep, err
 	}
 	db.stats.rewrites.Add(1)
-	return keep, db.applyRecord(wb.Buf, pos)
+	_, err = db.applyRecord(wb.Buf, pos, false)
+	return keep, err
 }
 
 // Stats describe the DB.

@@ -1,6 +1,7 @@
 package logdb
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 	"sync"
@@ -96,6 +97,9 @@ type applier struct {
 	db     *DB
 	live   bool // fill the entry cache
 	replay bool // tolerate holes (entries in deleted segments)
+	// keep: cached entries may alias the chunk (a record buffer the
+	// caller gives up if kept is set); otherwise their data is copied.
+	keep, kept bool
 }
 
 func (a *applier) pin(seg uint64, ents, meta int) {
@@ -354,7 +358,11 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 			lastTerm = e.Term
 		}
 		if fill {
-			e.Data = a.db.slab.copy(e.Data)
+			if a.keep {
+				a.kept = a.kept || e.Data != nil
+			} else {
+				e.Data = bytes.Clone(e.Data)
+			}
 			a.db.cacheBytes += g.cache.push(e)
 		}
 	}
