@@ -522,6 +522,11 @@ func (n *node) afterReady(rd *raft.Ready) {
 	}
 	n.runAfterPersist(nil)
 	n.publishStatus()
+	if n.raft.HasReady() {
+		// Advance can make more work: the leader's own durable entries
+		// may complete a quorum (a single replica commits only here).
+		n.sw.schedule(n)
+	}
 }
 
 // runAfterPersist releases waiters for this pass's persisted state.
