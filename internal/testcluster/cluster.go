@@ -336,6 +336,13 @@ func (c *Cluster) Heal() { c.net.Heal() }
 // brings it back on the clone.
 func (c *Cluster) Crash(i int) {
 	c.t.Helper()
+	c.crash(i, -1)
+}
+
+// crash clones host i's disk keeping pct % of its unsynced data (-1: a
+// seeded random share) and closes the host.
+func (c *Cluster) crash(i, pct int) {
+	c.t.Helper()
 	c.mu.Lock()
 	h := c.hosts[i]
 	host := h.host
@@ -343,7 +350,9 @@ func (c *Cluster) Crash(i int) {
 		c.mu.Unlock()
 		c.t.Fatalf("crash host %d: it is down", i)
 	}
-	pct := c.rng.IntN(101)
+	if pct < 0 {
+		pct = c.rng.IntN(101)
+	}
 	rng := rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
 	// Clone first: from here on nothing the host does reaches the clone,
 	// which is what a power cut at this instant leaves on the disk.
@@ -352,6 +361,14 @@ func (c *Cluster) Crash(i int) {
 	c.mu.Unlock()
 	c.t.Logf("crash host %d (keeping %d%% of unsynced data)", i, pct)
 	host.Close()
+}
+
+// Kill simulates kill -9 of host i's process: the operating system
+// keeps every byte written, synced or not (a crash clone keeping all
+// unsynced data), and the host stops without a clean shutdown.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	c.crash(i, 100)
 }
 
 // Stop closes host i cleanly; Restart reopens it.
@@ -572,6 +589,57 @@ func (c *Cluster) WaitApplied(g skiff.GroupID, index uint64) {
 		}
 		return true
 	})
+}
+
+// WaitConverged waits until every running replica of g has applied the
+// same index, at least the leader's commit, and holds the same state
+// (QueryDigest, so the state machines must be KV or OnDiskKV). It returns
+// that applied index.
+func (c *Cluster) WaitConverged(g skiff.GroupID) uint64 {
+	c.t.Helper()
+	var applied uint64
+	var why string
+	ok := c.poll(WaitTimeout, func() bool {
+		l, ok := c.Leader(g)
+		if !ok {
+			why = "no leader"
+			return false
+		}
+		lst, err := c.Status(l, g)
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		var digest string
+		for i := range c.hosts {
+			st, err := c.Status(i, g)
+			if errors.Is(err, skiff.ErrClosed) || errors.Is(err, skiff.ErrGroupNotFound) {
+				continue
+			}
+			if err != nil || st.Applied < lst.Commit || st.Applied != lst.Applied {
+				why = fmt.Sprintf("host %d applied %d, leader (host %d) commit %d applied %d (err %v)",
+					i, st.Applied, l, lst.Commit, lst.Applied, err)
+				return false
+			}
+			d, err := c.StaleRead(i, g, []byte(QueryDigest))
+			if err != nil {
+				why = fmt.Sprintf("host %d digest: %v", i, err)
+				return false
+			}
+			if digest == "" {
+				digest = string(d)
+			} else if digest != string(d) {
+				why = fmt.Sprintf("host %d digest %s, others %s", i, d, digest)
+				return false
+			}
+		}
+		applied = lst.Applied
+		return true
+	})
+	if !ok {
+		c.t.Fatalf("group %d did not converge within %v: %s", g, WaitTimeout, why)
+	}
+	return applied
 }
 
 // Eventually polls cond every tick (fake time under synctest) and fails

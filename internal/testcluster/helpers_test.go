@@ -1,0 +1,98 @@
+package testcluster
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/skiffdb/skiff"
+)
+
+// write proposes n sets "<prefix><j>" = value (j from 0) to group g and
+// returns the last result.
+func write(t *testing.T, c *Cluster, g skiff.GroupID, prefix string, n int, value []byte) uint64 {
+	t.Helper()
+	var last uint64
+	for j := 0; j < n; j++ {
+		last = c.Propose(g, Set(fmt.Sprintf("%s%d", prefix, j), value)).Value
+	}
+	return last
+}
+
+// hostEvents counts the events of kind in group g reported by host i.
+func hostEvents(c *Cluster, i int, kind skiff.EventKind, g skiff.GroupID) int {
+	n := 0
+	for _, e := range c.Events() {
+		if e.Host == i && e.Kind == kind && e.Group == g {
+			n++
+		}
+	}
+	return n
+}
+
+// sentTo counts SnapshotSent events of group g to replica peer.
+func sentTo(c *Cluster, g skiff.GroupID, peer skiff.ReplicaID) int {
+	n := 0
+	for _, e := range c.Events() {
+		if e.Kind == skiff.SnapshotSent && e.Group == g && e.Peer == peer {
+			n++
+		}
+	}
+	return n
+}
+
+// noFailures fails the test on any SnapshotFailed or GroupFailed event.
+func noFailures(t *testing.T, c *Cluster) {
+	t.Helper()
+	for _, e := range c.Events() {
+		if e.Kind == skiff.SnapshotFailed || e.Kind == skiff.GroupFailed {
+			t.Errorf("host %d group %d: %v: %v", e.Host, e.Group, e.Kind, e.Err)
+		}
+	}
+}
+
+// writePace is the pause of each background writer between proposals.
+// NB: without it the writers would keep the synctest bubble busy, and
+// fake time (ticks, rate limits) would never advance.
+const writePace = TickInterval
+
+// writers runs n goroutines proposing unique keys to g, each one per
+// writePace, until stop is called; stop returns the keys whose proposals
+// were acknowledged.
+func writers(c *Cluster, g skiff.GroupID, n int, value []byte) (stop func() []string) {
+	var (
+		wg    sync.WaitGroup
+		done  atomic.Bool
+		mu    sync.Mutex
+		acked []string
+	)
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; !done.Load(); j++ {
+				k := fmt.Sprintf("w%d-%d", w, j)
+				if _, err := c.TryPropose(g, Set(k, value)); err != nil {
+					continue
+				}
+				mu.Lock()
+				acked = append(acked, k)
+				mu.Unlock()
+				<-time.After(writePace)
+			}
+		}()
+	}
+	return func() []string {
+		done.Store(true)
+		wg.Wait()
+		return acked
+	}
+}
+
+// value returns n bytes derived from seed, so that a wrong value shows.
+func value(seed, n int) []byte {
+	return bytes.Repeat([]byte{byte('a' + seed%26)}, n)
+}
