@@ -62,6 +62,32 @@ func (c *cache) compactTo(i uint64) int64 {
 	return freed
 }
 
+// slab copies entry data into large shared blocks so that caching an entry
+// costs no allocation of its own. A block lives while any entry in it is
+// referenced. Used only by the applying leader (applies are serialized).
+// Records of at least slabSize are not copied: their cached entries point
+// into the record itself (see applyRecord).
+type slab struct {
+	buf []byte
+}
+
+const slabSize = 256 << 10
+
+func (s *slab) copy(p []byte) []byte {
+	if len(p) == 0 {
+		return nil
+	}
+	if len(p) > slabSize/8 {
+		return append([]byte(nil), p...)
+	}
+	if cap(s.buf)-len(s.buf) < len(p) {
+		s.buf = make([]byte, 0, slabSize)
+	}
+	n := len(s.buf)
+	s.buf = append(s.buf, p...)
+	return s.buf[n : n+len(p) : n+len(p)]
+}
+
 // evictItem: when it reaches the front of the queue, the group's cached
 // entries up to upto are the oldest appended and are evicted first.
 type evictItem struct {

@@ -161,7 +161,10 @@ func (db *DB) lead(b *batch) {
 
 	if err == nil {
 		var kept bool
-		kept, err = db.applyRecord(b.wb.Buf, pos, true)
+		// A large record is kept by the cache rather than copied; a small
+		// one is copied into the slab, which costs no allocation per
+		// batch (a new record buffer would).
+		kept, err = db.applyRecord(b.wb.Buf, pos, len(b.wb.Buf) >= slabSize)
 		if kept {
 			// The entry cache now points into this record: give the batch
 			// a new buffer of about the same size (no regrowth by
@@ -309,10 +312,10 @@ func (db *DB) write(b *batch, timed bool) (wal.Pos, error) {
 }
 
 // applyRecord applies every chunk of an encoded record written at pos.
-// With keep, cached entries may point into rec instead of copies (saving a
-// copy of every entry's data; wal.File.WriteAt does not modify its
-// argument), and kept reports whether any does: then rec must never be
-// written to again.
+// With keep, cached entries may point into rec instead of slab copies
+// (saving a copy of every entry's data; vfs.File.WriteAt, like
+// io.WriterAt, does not modify its argument), and kept reports whether any
+// does: then rec must never be written to again.
 func (db *DB) applyRecord(rec []byte, pos wal.Pos, keep bool) (kept bool, err error) {
 	a := applier{db: db, live: true, keep: keep}
 	for off := wal.HeaderSize; off < len(rec); {

@@ -1,7 +1,6 @@
 package logdb
 
 import (
-	"bytes"
 	"fmt"
 	"sort"
 	"sync"
@@ -361,7 +360,7 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 			if a.keep {
 				a.kept = a.kept || e.Data != nil
 			} else {
-				e.Data = bytes.Clone(e.Data)
+				e.Data = a.db.slab.copy(e.Data)
 			}
 			a.db.cacheBytes += g.cache.push(e)
 		}

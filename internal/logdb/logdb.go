@@ -147,6 +147,7 @@ type DB struct {
 	tombs      map[raftpb.GroupID]tomb
 	gcDirty    bool
 	cacheBytes int64
+	slab       slab
 	evictQ     evictQueue
 	rewrite    wal.Batch
 	lastWrite  time.Duration // of the last batch's write+sync

@@ -143,3 +143,47 @@ func TestReadErrorsAreTheCoresSentinels(t *testing.T) {
 		t.Fatalf("Term(11) = %v, want raftpb.ErrUnavailable", err)
 	}
 }
+
+// TestLargeRecordCacheKeepsRecord: the cached entries of a record of at
+// least slabSize point into the record itself, so its batch must never be
+// refilled; later batches (which reuse batch structs) must not change what
+// the cache returns for earlier entries.
+func TestLargeRecordCacheKeepsRecord(t *testing.T) {
+	db, err := Open(vfs.NewMem(), "db", Options{Logger: quiet, CacheBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	data := func(g, i uint64) []byte {
+		return bytes.Repeat(fmt.Appendf(nil, "[g%d i%d]", g, i), 100)
+	}
+	const per = 400 // ~400 KiB per record, above slabSize
+	for round := uint64(0); round < 6; round++ {
+		var us []Update
+		for g := uint64(1); g <= 2; g++ {
+			ents := make([]raftpb.Entry, per)
+			for k := range ents {
+				i := round*per + uint64(k) + 1
+				ents[k] = raftpb.Entry{Index: i, Term: 1, Data: data(g, i)}
+			}
+			us = append(us, Update{Group: raftpb.GroupID(g), Entries: ents})
+		}
+		if err := db.SaveBatch(us); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for g := uint64(1); g <= 2; g++ {
+		ents, err := db.Group(raftpb.GroupID(g)).Entries(1, 6*per+1, 1<<62)
+		if err != nil || len(ents) != 6*per {
+			t.Fatalf("group %d: %d entries, %v", g, len(ents), err)
+		}
+		for _, e := range ents {
+			if !bytes.Equal(e.Data, data(g, e.Index)) {
+				t.Fatalf("group %d: entry %d was overwritten: %.40q", g, e.Index, e.Data)
+			}
+		}
+	}
+	if st := db.Stats(); st.DiskReads != 0 {
+		t.Fatalf("%d chunks read from disk: the entries were not served from the cache", st.DiskReads)
+	}
+}
