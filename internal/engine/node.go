@@ -69,12 +69,14 @@ type node struct {
 	afterPersist []func(error)
 
 	// mailbox (mu)
-	mu     sync.Mutex
-	msgs   []raftpb.Message
-	props  []*proposal
-	reads  []*readRequest
-	cmds   []func()
-	queued bool // in the step worker's run queue
+	mu    sync.Mutex
+	msgs  []raftpb.Message
+	props []*proposal
+	reads []*readRequest
+	cmds  []func()
+	// quietCmds run like cmds but do not end quiescence.
+	quietCmds []func()
+	queued    bool // in the step worker's run queue
 	// peerAddrs: the host each replica's messages came from, for replicas
 	// the membership does not name yet (a joining replica hears from a
 	// leader it has no address for).
@@ -488,7 +490,7 @@ func (n *node) deliver(m raftpb.Message, from string) {
 
 // unreachable tells Raft that the replicas at addr did not get messages.
 func (n *node) unreachable(addr string) {
-	n.do(func() {
+	n.doQuiet(func() {
 		for id, a := range n.addrs {
 			if a == addr && id != n.replica {
 				_ = n.raft.Step(raftpb.Message{Type: raftpb.MsgUnreachable, From: id, Group: n.group})
@@ -506,6 +508,21 @@ func (n *node) do(fn func()) bool {
 		return false
 	}
 	n.cmds = append(n.cmds, fn)
+	n.mu.Unlock()
+	n.sw.schedule(n)
+	return true
+}
+
+// doQuiet is do for housekeeping that is no group activity: it does not
+// wake a quiesced group (a peer host being down must not wake every group
+// at every reconnect attempt).
+func (n *node) doQuiet(fn func()) bool {
+	n.mu.Lock()
+	if n.stopping {
+		n.mu.Unlock()
+		return false
+	}
+	n.quietCmds = append(n.quietCmds, fn)
 	n.mu.Unlock()
 	n.sw.schedule(n)
 	return true
@@ -560,7 +577,7 @@ func (n *node) stop(err error) {
 	n.stopping = true
 	n.stopErr = err
 	props, reads := n.props, n.reads
-	n.props, n.reads, n.msgs, n.cmds = nil, nil, nil, nil
+	n.props, n.reads, n.msgs, n.cmds, n.quietCmds = nil, nil, nil, nil, nil
 	n.mu.Unlock()
 	close(n.stopped)
 	n.cancel()

@@ -271,8 +271,8 @@ func (n *node) drainMailbox() bool {
 		n.mu.Unlock()
 		return false
 	}
-	msgs, props, reads, cmds := n.msgs, n.props, n.reads, n.cmds
-	n.msgs, n.props, n.reads, n.cmds = nil, nil, nil, nil
+	msgs, props, reads, cmds, quiet := n.msgs, n.props, n.reads, n.cmds, n.quietCmds
+	n.msgs, n.props, n.reads, n.cmds, n.quietCmds = nil, nil, nil, nil, nil
 	n.mu.Unlock()
 
 	if len(props) > 0 || len(reads) > 0 || len(cmds) > 0 {
@@ -301,6 +301,9 @@ func (n *node) drainMailbox() bool {
 		}
 	}
 	for _, fn := range cmds {
+		fn()
+	}
+	for _, fn := range quiet {
 		fn()
 	}
 	return true
