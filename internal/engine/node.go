@@ -61,6 +61,9 @@ type node struct {
 	// idleTicks counts ticks without activity; quiesced stops ticking.
 	idleTicks int
 	quiesced  bool
+	// unsyncedHS is the newest HardState whose only change was the commit
+	// index: written with the next synced update (zero when none waits).
+	unsyncedHS raftpb.HardState
 	// parked proposals wait for a leader to be known.
 	parked []*proposal
 	// parkedReads wait for a leader, or for a ReadIndex to be asked again.

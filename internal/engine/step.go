@@ -184,8 +184,21 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 				continue
 			}
 		}
-		if len(it.rd.Entries) > 0 || !it.rd.HardState.IsEmpty() {
-			updates = append(updates, logdb.Update{Group: n.group, Entries: it.rd.Entries, HardState: it.rd.HardState})
+		hs := it.rd.HardState
+		if !hs.IsEmpty() && !it.rd.MustSync && len(it.rd.Entries) == 0 {
+			// Only the commit index moved: nothing a crash may lose
+			// (Raft recomputes commit; a durable state machine may be
+			// ahead of it). Keep it for the next synced write instead of
+			// paying an fsync on the commit path.
+			n.unsyncedHS = hs
+			continue
+		}
+		if hs.IsEmpty() && len(it.rd.Entries) > 0 && !n.unsyncedHS.IsEmpty() {
+			hs = n.unsyncedHS
+		}
+		if len(it.rd.Entries) > 0 || !hs.IsEmpty() {
+			n.unsyncedHS = raftpb.HardState{}
+			updates = append(updates, logdb.Update{Group: n.group, Entries: it.rd.Entries, HardState: hs})
 		}
 	}
 	if len(updates) > 0 {
