@@ -38,6 +38,8 @@ const (
 	attemptTimeout = 2 * time.Second
 	// retryPause is the wait between two attempts (about an election).
 	retryPause = 100 * time.Millisecond
+	// logSegmentBytes is the hosts' default WAL segment size.
+	logSegmentBytes = 1 << 20
 )
 
 // Config describes a Cluster.
@@ -202,7 +204,11 @@ func (c *Cluster) open(i int) error {
 		DeploymentID: DeploymentID,
 		FS:           fs,
 		TickInterval: TickInterval,
-		Logger:       c.log,
+		// NB: a crashable MemFS copies a whole file on every Sync, so the
+		// default 64 MiB preallocated WAL segment would make each fsync a
+		// 64 MiB copy.
+		LogSegmentBytes: logSegmentBytes,
+		Logger:          c.log,
 	}
 	if c.cfg.Host != nil {
 		c.cfg.Host(&hc)
@@ -610,7 +616,8 @@ func (c *Cluster) WaitConverged(g skiff.GroupID) uint64 {
 			why = err.Error()
 			return false
 		}
-		var digest string
+		// Compare applied indexes first: a digest reads the whole state.
+		var live []int
 		for i := range c.hosts {
 			st, err := c.Status(i, g)
 			if errors.Is(err, skiff.ErrClosed) || errors.Is(err, skiff.ErrGroupNotFound) {
@@ -621,6 +628,10 @@ func (c *Cluster) WaitConverged(g skiff.GroupID) uint64 {
 					i, st.Applied, l, lst.Commit, lst.Applied, err)
 				return false
 			}
+			live = append(live, i)
+		}
+		var digest string
+		for _, i := range live {
 			d, err := c.StaleRead(i, g, []byte(QueryDigest))
 			if err != nil {
 				why = fmt.Sprintf("host %d digest: %v", i, err)

@@ -1,8 +1,11 @@
 package testcluster
 
 import (
+	"context"
+	"errors"
 	"bytes"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,10 +47,16 @@ func sentTo(c *Cluster, g skiff.GroupID, peer skiff.ReplicaID) int {
 	return n
 }
 
-// noFailures fails the test on any SnapshotFailed or GroupFailed event.
-func noFailures(t *testing.T, c *Cluster) {
+// noFailures fails the test on any SnapshotFailed or GroupFailed event,
+// except a snapshot abandoned because its host was closing (a Kill or a
+// Crash cancels it) and the events the test expects (allow).
+func noFailures(t *testing.T, c *Cluster, allow ...func(HostEvent) bool) {
 	t.Helper()
 	for _, e := range c.Events() {
+		if e.Kind == skiff.SnapshotFailed && errors.Is(e.Err, context.Canceled) ||
+			slices.ContainsFunc(allow, func(f func(HostEvent) bool) bool { return f(e) }) {
+			continue
+		}
 		if e.Kind == skiff.SnapshotFailed || e.Kind == skiff.GroupFailed {
 			t.Errorf("host %d group %d: %v: %v", e.Host, e.Group, e.Kind, e.Err)
 		}

@@ -6,7 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"hash/crc32"
 	"io"
 	"os"
 	"slices"
@@ -31,8 +31,9 @@ var ErrBadSnapshot = errors.New("testcluster: bad kv snapshot")
 const (
 	// QueryCount returns the number of commands applied, in decimal.
 	QueryCount = "#"
-	// QueryDigest returns a hex digest of every key and value: equal on
-	// two replicas iff their states are equal (up to FNV collisions).
+	// QueryDigest returns a hex digest (CRC32C) of every key and value:
+	// equal on two replicas iff their states are equal (up to
+	// collisions).
 	QueryDigest = "#digest"
 )
 
@@ -54,9 +55,13 @@ type kvState struct {
 	// index is the Raft index of the last entry applied (the OnDisk
 	// variant's durable point).
 	index uint64
+	// digestVal caches digest() while digestOK; apply clears it.
+	digestVal uint32
+	digestOK  bool
 }
 
 func (s *kvState) apply(ents []statemachine.Entry) error {
+	s.digestOK = false
 	for i := range ents {
 		k, v, ok := splitCmd(ents[i].Cmd)
 		if !ok {
@@ -85,7 +90,7 @@ func (s *kvState) lookup(q []byte) []byte {
 	case QueryCount:
 		return strconv.AppendUint(nil, s.count, 10)
 	case QueryDigest:
-		return []byte(fmt.Sprintf("%016x", s.digest()))
+		return []byte(fmt.Sprintf("%08x", s.digest()))
 	}
 	v, ok := s.data[string(q)]
 	if !ok {
@@ -94,8 +99,11 @@ func (s *kvState) lookup(q []byte) []byte {
 	return slices.Clone(v)
 }
 
-func (s *kvState) digest() uint64 {
-	h := fnv.New64a()
+func (s *kvState) digest() uint32 {
+	if s.digestOK {
+		return s.digestVal
+	}
+	h := crc32.New(castagnoli)
 	var n [8]byte
 	for _, k := range s.sortedKeys() {
 		binary.LittleEndian.PutUint64(n[:], uint64(len(k)))
@@ -105,8 +113,11 @@ func (s *kvState) digest() uint64 {
 		h.Write(n[:])
 		h.Write(s.data[k])
 	}
-	return h.Sum64()
+	s.digestVal, s.digestOK = h.Sum32(), true
+	return s.digestVal
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func (s *kvState) sortedKeys() []string {
 	keys := make([]string, 0, len(s.data))
