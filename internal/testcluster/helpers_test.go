@@ -1,9 +1,9 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"bytes"
 	"fmt"
 	"slices"
 	"sync"
