@@ -145,4 +145,3 @@ func TestTransferLeadershipMovesTheLeader(t *testing.T) {
 		c.WaitConverged(1)
 	})
 }
-
