@@ -62,6 +62,12 @@ type Config struct {
 	// OnDisk makes the default state machine an OnDiskKV that keeps its
 	// data in the host's (crashable) file system.
 	OnDisk bool
+	// Provision lists directories, relative to the host's data directory,
+	// created durably on every new disk before the host first opens (the
+	// data directory itself always is). NB: the crash scenarios provision
+	// "snapshots" to step past a known bug (see
+	// TestPowerCutRightAfterFirstSnapshotKeepsIt).
+	Provision []string
 }
 
 // HostEvent is an event and the index of the host that reported it.
@@ -133,7 +139,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 		addr := fmt.Sprintf("host%d", i+1)
 		c.hosts = append(c.hosts, &hostState{
 			addr:   addr,
-			fs:     vfs.NewCrashableMem(),
+			fs:     c.newDisk(),
 			groups: make(map[skiff.GroupID]*replica),
 			sms:    make(map[skiff.GroupID]statemachine.StateMachine),
 		})
@@ -187,6 +193,52 @@ func (c *Cluster) groupConfig(g skiff.GroupID, id skiff.ReplicaID) skiff.GroupCo
 	}
 	gc.GroupID, gc.ReplicaID = g, id
 	return gc
+}
+
+// provision makes a new disk's directories durable, as an operator's
+// mkdir on a real disk followed by a sync would: the host's data
+// directory, the on-disk state machines' directory and extra (under the
+// data directory).
+func provision(fs *vfs.MemFS, extra []string) error {
+	dirs := []string{dataDir, smDir}
+	for _, d := range extra {
+		dirs = append(dirs, fs.PathJoin(dataDir, d))
+	}
+	for _, dir := range dirs {
+		if err := fs.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	// Sync every directory that gained an entry, children first.
+	synced := map[string]bool{}
+	for _, dir := range dirs {
+		for d := dir; d != "/" && d != "."; d = fs.PathDir(d) {
+			p := fs.PathDir(d)
+			if synced[p] {
+				continue
+			}
+			synced[p] = true
+			f, err := fs.OpenDir(p)
+			if err != nil {
+				return err
+			}
+			err = f.Sync()
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newDisk returns a provisioned, empty crashable file system.
+func (c *Cluster) newDisk() *vfs.MemFS {
+	fs := vfs.NewCrashableMem()
+	if err := provision(fs, c.cfg.Provision); err != nil {
+		c.t.Fatalf("provision a disk: %v", err)
+	}
+	return fs
 }
 
 // open opens host i on its current file system.
@@ -245,9 +297,6 @@ func (c *Cluster) create(i int) skiff.CreateFunc {
 	if inner == nil {
 		inner = NewKV
 		if c.cfg.OnDisk {
-			if err := fs.MkdirAll(smDir, 0o755); err != nil {
-				c.t.Errorf("host %d: create %s: %v", i, smDir, err)
-			}
 			inner = NewOnDiskKV(fs, smDir)
 		}
 	}
@@ -433,7 +482,10 @@ func (c *Cluster) Wipe(i int) {
 		c.Stop(i)
 	}
 	c.mu.Lock()
-	c.hosts[i].fs = vfs.NewCrashableMem()
+	c.mu.Unlock()
+	fs := c.newDisk()
+	c.mu.Lock()
+	c.hosts[i].fs = fs
 	c.mu.Unlock()
 }
 
