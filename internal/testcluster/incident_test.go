@@ -221,10 +221,10 @@ func TestDamagedSnapshotOnFollowerDetected(t *testing.T) {
 				write(t, c, 1, "b", 30, value(2, 256))
 				c.WaitConverged(1)
 				if unnamed != nil {
-					bug.found("snapshot.Open quarantines a truncated or deleted latest snapshot " +
-						"(a warning in the log only), and openNode then restores the previous snapshot " +
-						"(index 40) below the compacted log without consulting Store.Skipped (the gap check " +
-						"NewExecutor would do runs later), so StartGroup fails (seed 33) with %q: it refuses, but its " +
+					bug.found("snapshot.Open quarantines a truncated or deleted latest snapshot "+
+						"(a warning in the log only), and openNode then restores the previous snapshot "+
+						"(index 40) below the compacted log without consulting Store.Skipped (the gap check "+
+						"NewExecutor would do runs later), so StartGroup fails (seed 33) with %q: it refuses, but its "+
 						"error names neither the damaged snapshot nor snapshot.ErrNoValidSnapshot", unnamed)
 				}
 			})
