@@ -103,7 +103,7 @@ func runCatchup(size int64) func(context.Context, env) ([]measurement, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		defer cancel()
 		events := newEventLog()
-		c, err := openCluster(e.dir, events.listen)
+		c, err := openCluster(e.dir, tickInterval, events.listen)
 		if err != nil {
 			return nil, err
 		}
@@ -135,6 +135,11 @@ func runCatchup(size int64) func(context.Context, env) ([]measurement, error) {
 
 		// The snapshot, compacting the whole log so that the new replica
 		// can only catch up from it.
+		stopProfile, err := e.startProfile()
+		if err != nil {
+			return nil, err
+		}
+		defer stopProfile()
 		tGen := time.Now()
 		idx, err := leader.RequestSnapshot(ctx, catchupGroup, skiff.SnapshotOption{OverrideCompactionOverhead: true})
 		if err != nil {

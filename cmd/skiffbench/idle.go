@@ -11,11 +11,12 @@ import (
 )
 
 // idleWindow is how long the idle workload measures CPU time; idleSettle
-// is how long it first waits for the groups to quiesce (QuiesceTicks
-// defaults to 10 election timeouts: 10 × 20 ticks × 10 ms = 2 s).
+// is how long it first waits, once every group has a leader, for them to
+// quiesce (QuiesceTicks defaults to 10 election timeouts: 10 × 10 ticks ×
+// 100 ms = 10 s of idleness).
 const (
 	idleWindow = 10 * time.Second
-	idleSettle = 5 * time.Second
+	idleSettle = 15 * time.Second
 )
 
 // runIdle measures the CPU time and memory of groups idle groups, each
@@ -30,7 +31,7 @@ func runIdle(groups int) func(context.Context, env) ([]measurement, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := openCluster(e.dir, nil)
+		c, err := openCluster(e.dir, idleTickInterval, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -38,7 +39,9 @@ func runIdle(groups int) func(context.Context, env) ([]measurement, error) {
 		setupCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 		defer cancel()
 		t0 := time.Now()
-		quiesce := func(gc *skiff.GroupConfig) { gc.Quiesce = true }
+		// The defaults a user would run idle groups with: 100 ms ticks
+		// (the cluster's), a 10-tick election timeout.
+		quiesce := func(gc *skiff.GroupConfig) { gc.Quiesce, gc.ElectionTicks = true, 0 }
 		if err := c.startGroups(setupCtx, 1, groups, newNop, quiesce); err != nil {
 			return nil, err
 		}
@@ -55,8 +58,16 @@ func runIdle(groups int) func(context.Context, env) ([]measurement, error) {
 		if err != nil {
 			return nil, err
 		}
+		stopProfile, err := e.startProfile()
+		if err != nil {
+			return nil, err
+		}
 		w0 := time.Now()
-		if err := pause(ctx, idleWindow); err != nil {
+		err = pause(ctx, idleWindow)
+		if perr := stopProfile(); err == nil {
+			err = perr
+		}
+		if err != nil {
 			return nil, err
 		}
 		cpu1, err := cpuTime()

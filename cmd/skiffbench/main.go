@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -46,7 +47,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.repeat, "repeat", 3, "runs per workload, each on a fresh cluster; figures are medians")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per result instead of a table")
 	fs.StringVar(&o.dir, "dir", "", "directory for the hosts' data on the disk to measure (default a temporary directory, removed at exit)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each run's measured window to `PREFIX`.<workload>-<run>.pprof")
 	fs.BoolVar(&o.list, "list", false, "list the workloads and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -100,22 +101,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "skiffbench:", err)
 		return 1
 	}
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			fmt.Fprintln(stderr, "skiffbench:", err)
-			return 1
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "skiffbench:", err)
-			return 1
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	out := newPrinter(stdout, o.json)
@@ -131,7 +117,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var runErr error
 		for i := 0; i < o.repeat && ctx.Err() == nil; i++ {
 			dir := filepath.Join(o.dir, fmt.Sprintf("%s-%d", w.name, i+1))
-			ms, err := w.run(ctx, env{dir: dir, duration: o.duration})
+			fmt.Fprintf(stderr, "skiffbench: %s run %d of %d\n", w.name, i+1, o.repeat)
+			e := env{dir: dir, duration: o.duration}
+			if o.cpuProfile != "" {
+				e.profile = fmt.Sprintf("%s.%s-%d.pprof", o.cpuProfile, w.name, i+1)
+			}
+			ms, err := w.run(ctx, e)
 			// A run leaves its directory behind only on failure.
 			os.RemoveAll(dir)
 			if err != nil {
@@ -179,6 +170,28 @@ func selectWorkloads(all []workload, names []string) ([]workload, error) {
 type env struct {
 	dir      string        // the run's own directory, removed after it
 	duration time.Duration // measured time of throughput runs
+	profile  string        // where to write a CPU profile of the measured window ("": none)
+}
+
+// startProfile starts profiling the measured window, if asked; the
+// returned function stops it. Setup (opening hosts, elections) stays out
+// of the profile, which then shows the workload's hot path.
+func (e env) startProfile() (stop func() error, err error) {
+	if e.profile == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(e.profile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cpu profile: %w", errWorkload, err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: cpu profile: %w", errWorkload, err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // measurement is one figure of one run.

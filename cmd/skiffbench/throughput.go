@@ -37,7 +37,7 @@ func warmup(d time.Duration) time.Duration { return min(time.Second, max(d/5, 50
 // completed inside the window and the latency of the proposals started
 // inside it.
 func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
-	c, err := openCluster(e.dir, nil)
+	c, err := openCluster(e.dir, tickInterval, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +126,12 @@ func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
 	case <-timer.C:
 	case <-ctx.Done():
 	}
+	stopProfile, err := e.startProfile()
+	if err != nil {
+		stopped.Store(true)
+		wg.Wait()
+		return nil, err
+	}
 	measuring.Store(true)
 	n0, t0 = completed.Load(), time.Now()
 	timer.Reset(e.duration)
@@ -136,6 +142,9 @@ func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
 	n1, t1 = completed.Load(), time.Now()
 	measuring.Store(false)
 	stopped.Store(true)
+	if err := stopProfile(); err != nil {
+		fail(err)
+	}
 
 	// Proposals in flight finish; a stuck one is an error, not a hang.
 	done := make(chan struct{})
