@@ -18,6 +18,7 @@ type copier struct {
 	meta   raftpb.SnapshotMeta
 	src    FileSource
 	reader ReaderID
+	prio   Priority
 	st     *transferState
 	wd     *watchdog
 }
@@ -207,7 +208,7 @@ func (c *copier) dispatch(ctx context.Context, jobs []fileJob, free <-chan *chun
 // fetch waits for the node-wide receive budget, asks the source for the
 // chunk and decodes it, checking that it is exactly the bytes asked for.
 func (c *copier) fetch(ctx context.Context, t *chunkTask) {
-	if err := c.r.cfg.Throttle.WaitRecv(ctx, int(t.n)); err != nil {
+	if err := c.r.cfg.Throttle.WaitRecv(ctx, c.prio, int(t.n)); err != nil {
 		t.err = err
 		return
 	}

@@ -100,6 +100,9 @@ type InstallRequest struct {
 	Meta raftpb.SnapshotMeta
 	// Reader names the snapshot reader registered at the sender.
 	Reader ReaderID
+	// Priority is the transfer's class in the receive bucket
+	// (Limits.BackgroundShare); the zero value is PriorityCatchUp.
+	Priority Priority
 }
 
 // Receive pulls the snapshot named by req from src into store and
@@ -120,6 +123,9 @@ func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest
 		return ReceiveResult{}, ErrNoSlot
 	}
 	defer release()
+	// The class is active for the whole call, and released on every
+	// return: a leaked catch-up would cap background transfers forever.
+	defer r.cfg.Throttle.beginRecv(req.Priority)()
 	st := r.cfg.Transfers.start(Receiving, req.Meta.Group, req.From, req.Meta.Index)
 	defer st.finish()
 	st.setPhase(PhaseMeta)
@@ -144,7 +150,7 @@ func (r *Receiver) Receive(ctx context.Context, store *Store, req InstallRequest
 		st.fail(err)
 		return result(raftpb.SnapshotMeta{}), err
 	}
-	c := &copier{r: r, tx: tx, meta: meta, src: src, reader: req.Reader, st: st, wd: wd}
+	c := &copier{r: r, tx: tx, meta: meta, src: src, reader: req.Reader, prio: req.Priority, st: st, wd: wd}
 	if err := c.run(wctx); err != nil {
 		err = wd.classify(ctx, err)
 		st.fail(err)

@@ -59,7 +59,8 @@ type reader struct {
 	meta     raftpb.SnapshotMeta
 	sizes    map[string]int64
 	state    *transferState
-	freeSlot func()
+	prio     Priority
+	freeSlot func() // the send slot and the priority class's activity
 	// idle releases the reader after idleAfter with no call in progress.
 	// Invariant: stopped while active > 0 (a call blocked in the send
 	// rate limit, or a long Checksum, is not idleness).
@@ -105,23 +106,36 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	return s, nil
 }
 
-// Register starts serving the snapshot h to peer and returns the reader ID
-// to put in the install request. It takes a node-wide send slot; with none
-// free it returns ErrNoSlot and releases h, so the leader neither generates
-// nor streams (REQUIREMENTS §10). On success the Sender owns h until the
-// reader is released.
+// Register starts serving the snapshot h to peer as a catch-up transfer:
+// RegisterPriority(peer, h, PriorityCatchUp).
 func (s *Sender) Register(peer raftpb.ReplicaID, h Handle) (ReaderID, error) {
+	return s.RegisterPriority(peer, h, PriorityCatchUp)
+}
+
+// RegisterPriority starts serving the snapshot h to peer and returns the
+// reader ID to put in the install request. It takes a node-wide send slot;
+// with none free it returns ErrNoSlot and releases h, so the leader neither
+// generates nor streams (REQUIREMENTS §10). On success the Sender owns h
+// until the reader is released.
+//
+// p is the transfer's class in the send bucket (Limits.BackgroundShare): a
+// PriorityCatchUp reader holds background readers to their share from
+// registration until its release (Release, the idle timeout or Close),
+// whether or not its receiver is pulling at the moment.
+func (s *Sender) RegisterPriority(peer raftpb.ReplicaID, h Handle, p Priority) (ReaderID, error) {
 	meta := h.Meta()
 	if err := ValidateMeta(&meta); err != nil {
 		_ = h.Close()
 		return 0, err
 	}
-	free, ok := s.cfg.Throttle.TryReserveSend()
+	freeSlot, ok := s.cfg.Throttle.TryReserveSend()
 	if !ok {
 		_ = h.Close()
 		return 0, ErrNoSlot
 	}
-	r := &reader{h: h, meta: meta, freeSlot: free, sizes: make(map[string]int64, len(meta.Files)),
+	endClass := s.cfg.Throttle.beginSend(p)
+	free := func() { endClass(); freeSlot() }
+	r := &reader{h: h, meta: meta, prio: p, freeSlot: free, sizes: make(map[string]int64, len(meta.Files)),
 		files: make(map[string]vfs.File), idleAfter: s.cfg.IdleTimeout}
 	var total int64
 	for _, f := range meta.Files {
@@ -288,7 +302,7 @@ func (s *Sender) GetFile(ctx context.Context, id ReaderID, name string, offset, 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.cfg.Throttle.WaitSend(ctx, int(length)); err != nil {
+	if err := s.cfg.Throttle.WaitSend(ctx, r.prio, int(length)); err != nil {
 		return nil, err
 	}
 	raw := buf

@@ -59,7 +59,7 @@ func TestThrottleRates(t *testing.T) {
 		for range 8 { // eight transfers of 1 MiB in chunks of 64 KiB
 			wg.Go(func() {
 				for range 16 {
-					if err := th.WaitRecv(ctx, 64<<10); err != nil {
+					if err := th.WaitRecv(ctx, PriorityCatchUp, 64<<10); err != nil {
 						t.Error(err)
 					}
 				}
@@ -72,7 +72,7 @@ func TestThrottleRates(t *testing.T) {
 		}
 		th.SetLimits(Limits{RecvBytesPerSec: 8 << 20})
 		start = time.Now()
-		if err := th.WaitRecv(ctx, 16<<20); err != nil { // more than a burst: split
+		if err := th.WaitRecv(ctx, PriorityCatchUp, 16<<20); err != nil { // more than a burst: split
 			t.Fatal(err)
 		}
 		if el := time.Since(start); el < 1500*time.Millisecond || el > 2100*time.Millisecond {
@@ -80,13 +80,13 @@ func TestThrottleRates(t *testing.T) {
 		}
 		// The send bucket is separate and unlimited.
 		start = time.Now()
-		if err := th.WaitSend(ctx, 1<<30); err != nil || time.Since(start) != 0 {
+		if err := th.WaitSend(ctx, PriorityBackground, 1<<30); err != nil || time.Since(start) != 0 {
 			t.Fatalf("unlimited send waited %v (%v)", time.Since(start), err)
 		}
 		// A cancelled context stops a wait.
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := th.WaitRecv(cctx, 64<<20); err == nil {
+		if err := th.WaitRecv(cctx, PriorityCatchUp, 64<<20); err == nil {
 			t.Fatal("wait with a cancelled context succeeded")
 		}
 	})
