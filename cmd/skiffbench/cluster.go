@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/skiffdb/skiff"
 	"github.com/skiffdb/skiff/statemachine"
 )
@@ -59,6 +61,7 @@ func newNop(uint64, uint64) statemachine.StateMachine { return &nopSM{} }
 // cluster is three hosts in this process over loopback TCP.
 type cluster struct {
 	hosts   []*skiff.Host
+	metrics []*prometheus.Registry // each host's
 	members map[skiff.ReplicaID]string
 	dir     string
 }
@@ -72,14 +75,16 @@ func openCluster(dir string, tick time.Duration, listener func(skiff.Event)) (*c
 	}
 	c := &cluster{members: map[skiff.ReplicaID]string{}, dir: dir}
 	for i := 0; i < 3; i++ {
+		reg := prometheus.NewRegistry()
 		h, err := skiff.Open(skiff.HostConfig{Dir: filepath.Join(dir, fmt.Sprintf("host%d", i+1)),
 			RaftAddr: "127.0.0.1:0", DeploymentID: deploymentID, TickInterval: tick,
-			Listener: listener})
+			Listener: listener, Metrics: reg})
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("%w: open host %d: %w", errWorkload, i+1, err)
 		}
 		c.hosts = append(c.hosts, h)
+		c.metrics = append(c.metrics, reg)
 		c.members[skiff.ReplicaID(i+1)] = h.RaftAddr()
 	}
 	return c, nil
@@ -157,4 +162,36 @@ func (c *cluster) close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// saveStats are the hosts' log saves (one WAL write and one fsync for
+// every group of a step pass), summed over the hosts: they say whether a
+// figure is bound by fsyncs or by how many entries share one.
+type saveStats struct {
+	saves, seconds, entries float64
+}
+
+// saveStats reads the hosts' skiff_log_save_seconds and
+// skiff_log_save_entries histograms.
+func (c *cluster) saveStats() (saveStats, error) {
+	var st saveStats
+	for _, reg := range c.metrics {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return st, fmt.Errorf("%w: metrics: %w", errWorkload, err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				h := m.GetHistogram()
+				switch mf.GetName() {
+				case "skiff_log_save_seconds":
+					st.saves += float64(h.GetSampleCount())
+					st.seconds += h.GetSampleSum()
+				case "skiff_log_save_entries":
+					st.entries += h.GetSampleSum()
+				}
+			}
+		}
+	}
+	return st, nil
 }

@@ -51,7 +51,7 @@ func TestLatencyWorkloadJSON(t *testing.T) {
 		}
 		got[r.Metric] = r
 	}
-	for _, metric := range []string{"writes", "p50", "p99", "p99.9"} {
+	for _, metric := range []string{"writes", "p50", "p99", "p99.9", "log-saves", "entries/save", "save-mean"} {
 		if _, ok := got[metric]; !ok {
 			t.Errorf("no %s in %v", metric, got)
 		}
@@ -62,6 +62,11 @@ func TestLatencyWorkloadJSON(t *testing.T) {
 	}
 	if p50.Target != 350 || p50.TargetKind != "<=" || p50.Ratio != p50.Value/350 {
 		t.Errorf("p50 target: %+v", p50)
+	}
+	// One proposer waits for each entry: every log save carries about
+	// one (a follower's may carry a commit index only, or two entries).
+	if e := got["entries/save"].Value; e < 0.5 || e > 2 {
+		t.Errorf("entries per log save with one proposer: %v", e)
 	}
 	if p999.Target != 0 || p999.Ratio != 0 {
 		t.Errorf("p99.9 has no DESIGN target, got %+v", p999)

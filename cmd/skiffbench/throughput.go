@@ -132,6 +132,10 @@ func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
 		wg.Wait()
 		return nil, err
 	}
+	s0, err := c.saveStats()
+	if err != nil {
+		fail(err)
+	}
 	measuring.Store(true)
 	n0, t0 = completed.Load(), time.Now()
 	timer.Reset(e.duration)
@@ -141,6 +145,10 @@ func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
 	}
 	n1, t1 = completed.Load(), time.Now()
 	measuring.Store(false)
+	s1, err := c.saveStats()
+	if err != nil {
+		fail(err)
+	}
 	stopped.Store(true)
 	if err := stopProfile(); err != nil {
 		fail(err)
@@ -178,6 +186,14 @@ func runShape(ctx context.Context, e env, s shape) ([]measurement, error) {
 	}
 	if s.proposers == 1 {
 		ms = append(ms, measurement{"p99.9", micros(percentile(all, 0.999)), "µs"})
+	}
+	// The log saves of the three hosts in the window: how many, how many
+	// entries each carried, and how long each write + fsync took.
+	if saves := s1.saves - s0.saves; saves > 0 {
+		ms = append(ms,
+			measurement{"log-saves", saves / t1.Sub(t0).Seconds(), "/s 3 hosts"},
+			measurement{"entries/save", (s1.entries - s0.entries) / saves, ""},
+			measurement{"save-mean", 1e6 * (s1.seconds - s0.seconds) / saves, "µs"})
 	}
 	return ms, nil
 }
