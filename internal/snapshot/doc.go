@@ -62,6 +62,30 @@
 // Export writes a self-contained snapshot elsewhere; Import turns one into
 // a replica's snapshot with a new membership, verifying it first.
 //
+// # Throttle
+//
+// One Throttle per host (throttle.go) holds the limits every group shares
+// (REQUIREMENTS §9, §10), all changeable at runtime with SetLimits:
+// concurrency slots for sends, receives and generations, taken without
+// blocking (ErrNoSlot); and a token bucket per direction, send and
+// receive, waited on per chunk (Sender.GetFile, the copier's fetches).
+// Each transfer has a Priority: PriorityCatchUp (the zero value: a voter
+// that fell behind, the group's liveness may depend on it) or
+// PriorityBackground (a new learner, rebalancing). While a catch-up
+// transfer is active in a direction, background bytes of that direction
+// also wait on a second bucket at Limits.BackgroundShare of the rate
+// (default 0.25), so catch-up keeps at least the rest; with none active,
+// background may use the whole rate. Every byte waits on the direction's
+// bucket, so the sum never exceeds it. A catch-up transfer is active on
+// the sender from Sender.RegisterPriority to the reader's release
+// (Release, idle timeout, Close), on the receiver for the whole Receive of
+// an InstallRequest with that Priority. Unlimited, a wait is a check of
+// the limit: no sleep, no allocation.
+// A third bucket, Limits.GenerateBytesPerSec, limits what snapshot saves
+// write: a Store opened with Options.Throttle makes its Writers wait on it
+// per 1 MiB buffer, bounded by the context given to Writer.SetContext
+// (the executor passes the save's).
+//
 // Invariants:
 //   - a published directory is complete and never changes;
 //   - the newest published snapshot is never removed; a referenced one

@@ -395,6 +395,7 @@ func (j *SaveJob) Run(ctx context.Context) (uint64, error) {
 	if j.capture == nil {
 		return 0, fmt.Errorf("%w: save job canceled or already run", ErrClosed)
 	}
+	j.w.SetContext(ctx) // the generation budget's waits end with the save's ctx
 	err := j.capture.Save(ctx, j.w)
 	j.capture.Release()
 	j.capture = nil

@@ -62,6 +62,9 @@ type Options struct {
 	Retained int
 	// Logger receives warnings (quarantined snapshots, failed cleanups).
 	Logger *slog.Logger
+	// Throttle, shared by the host's stores, limits the bytes Writers
+	// write (Limits.GenerateBytesPerSec). nil: unlimited.
+	Throttle *Throttle
 }
 
 // Skipped describes a published snapshot that Open could not verify.
@@ -81,6 +84,7 @@ type Store struct {
 	group    raftpb.GroupID
 	retained int
 	log      *slog.Logger
+	throttle *Throttle // nil: saves are not limited
 
 	mu sync.Mutex
 	// snaps are the published snapshots, ascending by index.
@@ -130,7 +134,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{fs: fs, dir: dir, group: opts.Group, retained: opts.Retained, log: opts.Logger}
+	s := &Store{fs: fs, dir: dir, group: opts.Group, retained: opts.Retained, log: opts.Logger, throttle: opts.Throttle}
 	if err := s.ensureDir(); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -42,6 +43,10 @@ type Writer struct {
 	open   []*FileWriter
 	done   bool
 	err    error // sticky: the first failure; Commit refuses after it
+	// throttle, the store's, limits the bytes written (nil: unlimited);
+	// ctx bounds the waits for it (SetContext).
+	throttle *Throttle
+	ctx      context.Context
 }
 
 // Create starts saving a snapshot described by meta (its Files are filled
@@ -73,12 +78,21 @@ func (s *Store) Create(meta raftpb.SnapshotMeta) (*Writer, error) {
 }
 
 func newWriter(s *Store, fs vfs.FS, parent, tmp string, meta raftpb.SnapshotMeta) (*Writer, error) {
-	w := &Writer{s: s, fs: fs, parent: parent, tmp: tmp, meta: meta, names: map[string]bool{}}
+	w := &Writer{s: s, fs: fs, parent: parent, tmp: tmp, meta: meta, names: map[string]bool{}, ctx: context.Background()}
+	if s != nil {
+		w.throttle = s.throttle
+	}
 	if err := fs.MkdirAll(w.Dir(), 0o755); err != nil {
 		return nil, fmt.Errorf("snapshot: create %s: %w", tmp, err)
 	}
 	return w, nil
 }
+
+// SetContext makes ctx bound the writer's waits for the node-wide
+// generation budget (Limits.GenerateBytesPerSec): once ctx is done, a
+// write that would wait fails with ctx's error, and so does the Writer
+// (the save must be aborted). Without it the waits are unbounded.
+func (w *Writer) SetContext(ctx context.Context) { w.ctx = ctx }
 
 // Dir returns the directory being written.
 func (w *Writer) Dir() string { return w.fs.PathJoin(w.parent, w.tmp) }
@@ -290,6 +304,13 @@ func (fw *FileWriter) Write(p []byte) (int, error) {
 func (fw *FileWriter) flush() error {
 	if len(fw.buf) == 0 {
 		return nil
+	}
+	// The budget is taken per buffer (1 MiB), not per caller's Write: a
+	// state machine writing small records waits as seldom as possible.
+	if fw.w.throttle != nil {
+		if err := fw.w.throttle.WaitGenerate(fw.w.ctx, len(fw.buf)); err != nil {
+			return fw.w.fail(fmt.Errorf("snapshot: write %s: waiting for the generation budget: %w", fw.name, err))
+		}
 	}
 	if _, err := fw.f.Write(fw.buf); err != nil {
 		return fw.w.fail(fmt.Errorf("snapshot: write %s: %w", fw.name, err))

@@ -48,6 +48,10 @@ type Limits struct {
 	// starve its own catch-up (tikv#14275, tikv#10059).
 	SendBytesPerSec int64
 	RecvBytesPerSec int64
+	// GenerateBytesPerSec caps the bytes written by snapshot saves
+	// (Writer, through a Store opened with this Throttle), across all
+	// groups, so that generating snapshots does not starve the WAL's disk.
+	GenerateBytesPerSec int64
 	// BackgroundShare is the most of a direction's rate that
 	// PriorityBackground transfers may take while at least one
 	// PriorityCatchUp transfer is active in that direction, so that
@@ -97,6 +101,7 @@ const minBurst = 64 << 10
 // It is safe for concurrent use.
 type Throttle struct {
 	send, recv bucket
+	gen        bucket // no classes: nobody begins a catch-up in it
 	sends      slots
 	recvs      slots
 	gens       slots
@@ -178,7 +183,7 @@ func (b *bucket) setRate(bytesPerSec int64, share float64) {
 
 // NewThrottle returns a Throttle with the given limits.
 func NewThrottle(l Limits) *Throttle {
-	t := &Throttle{send: newBucket(), recv: newBucket()}
+	t := &Throttle{send: newBucket(), recv: newBucket(), gen: newBucket()}
 	t.SetLimits(l)
 	return t
 }
@@ -192,6 +197,7 @@ func (t *Throttle) SetLimits(l Limits) {
 	share := l.backgroundShare()
 	t.send.setRate(l.SendBytesPerSec, share)
 	t.recv.setRate(l.RecvBytesPerSec, share)
+	t.gen.setRate(l.GenerateBytesPerSec, 1)
 	t.share = normalShare(l.BackgroundShare)
 	t.mu.Unlock()
 	t.sends.setCap(l.MaxConcurrentSends)
@@ -207,6 +213,7 @@ func (t *Throttle) Limits() Limits {
 	return Limits{
 		SendBytesPerSec:          rateOf(t.send.total),
 		RecvBytesPerSec:          rateOf(t.recv.total),
+		GenerateBytesPerSec:      rateOf(t.gen.total),
 		BackgroundShare:          share,
 		MaxConcurrentSends:       t.sends.capacity(),
 		MaxConcurrentRecvs:       t.recvs.capacity(),
@@ -243,6 +250,12 @@ func (t *Throttle) WaitSend(ctx context.Context, p Priority, n int) error {
 // or ctx is done.
 func (t *Throttle) WaitRecv(ctx context.Context, p Priority, n int) error {
 	return t.recv.wait(ctx, p, n)
+}
+
+// WaitGenerate blocks until n bytes of a snapshot save may be written, or
+// ctx is done.
+func (t *Throttle) WaitGenerate(ctx context.Context, n int) error {
+	return t.gen.wait(ctx, PriorityCatchUp, n)
 }
 
 // beginSend and beginRecv mark a transfer of class p active in a direction

@@ -3,12 +3,14 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/skiffdb/skiff/raftpb"
 )
 
@@ -370,5 +372,89 @@ func TestTransferPriorityEndToEnd(t *testing.T) {
 		}
 		checkPublished(t, cu.followerFS, cu.follower, cu.meta.Index, cu.files)
 		checkPublished(t, bg.followerFS, bg.follower, bg.meta.Index, bg.files)
+	})
+}
+
+// Snapshot saves through a Store opened with a Throttle write at most
+// Limits.GenerateBytesPerSec, across stores; a change at runtime holds for
+// the next buffer; a done context fails the save instead of waiting.
+func TestThrottleGenerate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		th := NewThrottle(Limits{GenerateBytesPerSec: 1 * mib})
+		fs := vfs.NewMem()
+		open := func(dir string, group raftpb.GroupID) *Store {
+			st, err := Open(fs, dir, Options{Group: group, Throttle: th})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		}
+		a, b := open("a", 1), open("b", 2)
+		save := func(ctx context.Context, st *Store, group raftpb.GroupID, index uint64, n int) error {
+			w, err := st.Create(raftpb.SnapshotMeta{Group: group, Index: index, Term: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			w.SetContext(ctx)
+			chunk := make([]byte, 64<<10)
+			for range n / len(chunk) {
+				if _, err := w.Write(chunk); err != nil {
+					return err
+				}
+			}
+			return w.Commit()
+		}
+		// Two groups save 4 MiB each at once: 8 MiB at 1 MiB/s, less the
+		// initial burst of 256 KiB.
+		start := time.Now()
+		var wg sync.WaitGroup
+		for i, st := range []*Store{a, b} {
+			wg.Go(func() {
+				if err := save(context.Background(), st, raftpb.GroupID(i+1), 10, 4*mib); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if el := time.Since(start); el < 7*time.Second || el > 8*time.Second {
+			t.Fatalf("8 MiB of saves at 1 MiB/s took %v", el)
+		}
+		if got := th.Limits().GenerateBytesPerSec; got != 1*mib {
+			t.Fatalf("limits report %d bytes/s of generation", got)
+		}
+		th.SetLimits(Limits{GenerateBytesPerSec: 8 * mib})
+		start = time.Now()
+		if err := save(context.Background(), a, 1, 20, 16*mib); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el < 1500*time.Millisecond || el > 2100*time.Millisecond {
+			t.Fatalf("16 MiB at 8 MiB/s took %v", el)
+		}
+		// A save whose context ends fails, publishes nothing and leaves no
+		// directory behind.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := save(ctx, b, 2, 30, 4*mib); !errors.Is(err, context.Canceled) {
+			t.Fatalf("save with a cancelled context: %v, want context.Canceled", err)
+		}
+		if m, _ := b.Latest(); m.Index != 10 {
+			t.Fatalf("latest snapshot of b is %d after the cancelled save, want 10", m.Index)
+		}
+		names, err := fs.List("b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if strings.HasSuffix(n, ".generating") {
+				t.Fatalf("cancelled save left %s", n)
+			}
+		}
+		// Unlimited: no wait at all.
+		th.SetLimits(Limits{})
+		start = time.Now()
+		if err := save(context.Background(), b, 2, 40, 16*mib); err != nil || time.Since(start) != 0 {
+			t.Fatalf("unlimited save took %v (%v)", time.Since(start), err)
+		}
 	})
 }

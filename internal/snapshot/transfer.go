@@ -5,9 +5,9 @@ package snapshot
 // The model is braft's and SOFAJRaft's pull copy, made resumable:
 //
 //	leader (sender)                               follower (receiver)
-//	Sender.Register(peer, store.OpenReader(i))
+//	Sender.RegisterPriority(peer, store.OpenReader(i), prio)
 //	  holds a store reference, takes a send slot
-//	  ─── InstallSnapshot{meta, reader} ──────────►  Receiver.Receive(req, source)
+//	  ─── InstallSnapshot{meta, reader, prio} ────►  Receiver.Receive(req, source)
 //	                                                  takes a receive slot FIRST
 //	  ◄── Meta(reader) ──────────────────────────────  validates the meta
 //	  ◄── Checksum(reader, name, n) ─────────────────  only when resuming a file
