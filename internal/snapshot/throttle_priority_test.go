@@ -108,12 +108,14 @@ func TestThrottlePriorityShare(t *testing.T) {
 				within(t, "catch-up bytes", cu, (1-DefaultBackgroundShare)*L*0.9, L*1.1)
 				within(t, "background bytes", bg, 0, DefaultBackgroundShare*L*1.1)
 				within(t, "total bytes", cu+bg, 0, L*1.1)
+				t.Logf("%.0f s at %d MiB/s: catch-up %.2f MiB, background %.2f MiB", secs, limit/mib, cu/mib, bg/mib)
 
 				// The catch-up transfer ends: background alone may take
 				// everything.
 				end()
 				alone := load.run(t, PriorityBackground)[0]
 				within(t, "background alone", float64(alone[PriorityBackground]), L*0.9, L*1.1)
+				t.Logf("background alone: %.2f MiB", float64(alone[PriorityBackground])/mib)
 			})
 		})
 	}
@@ -144,6 +146,8 @@ func TestThrottlePriorityRuntimeChange(t *testing.T) {
 		within(t, "catch-up after", cu, 0.5*L3*0.9, L3*1.1)
 		within(t, "background after", bg, 0.5*L3*0.9, 0.5*L3*1.1) // it wants more: it gets its new share
 		within(t, "total after", cu+bg, L3*0.9, L3*1.1)
+		t.Logf("before (1 MiB/s, share 0.25): catch-up %.2f, background %.2f MiB; after (4 MiB/s, share 0.5): catch-up %.2f, background %.2f MiB",
+			float64(got[0][PriorityCatchUp])/mib, float64(got[0][PriorityBackground])/mib, cu/mib, bg/mib)
 		if l := th.Limits(); l.BackgroundShare != 0.5 || l.SendBytesPerSec != 4*mib {
 			t.Fatalf("limits after the change: %+v", l)
 		}
@@ -367,6 +371,7 @@ func TestTransferPriorityEndToEnd(t *testing.T) {
 			t.Errorf("catch-up of 8 MiB took %v at 1 MiB/s with background share 0.2", cuTook)
 		}
 		total := filesSize(cu.files) + filesSize(bg.files)
+		t.Logf("catch-up 8 MiB done after %v, both (16 MiB) after %v", cuTook, time.Since(start))
 		if el := time.Since(start); float64(total)/el.Seconds() > limit*1.1 {
 			t.Errorf("%d bytes in %v: above the limit", total, el)
 		}
