@@ -67,8 +67,8 @@ func Open(cfg Config) (*Engine, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if err := cfg.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("engine: create %s: %w", cfg.Dir, err)
+	if err := mkdirDurable(cfg.FS, cfg.Dir); err != nil {
+		return nil, err
 	}
 	dbOpts := cfg.LogDB
 	if dbOpts.Logger == nil {
@@ -366,4 +366,36 @@ func ImportSnapshot(fs vfs.FS, dir string, exportDir string, g raftpb.GroupID, m
 		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: reset log of group %d: %w", g, err)
 	}
 	return meta, nil
+}
+
+// mkdirDurable creates dir and every missing parent, and syncs the parent
+// of each directory it created: a new directory's entry is durable only
+// once its parent is synced, and everything acknowledged lives below Dir.
+func mkdirDurable(fs vfs.FS, dir string) error {
+	var created []string
+	for p := dir; ; p = fs.PathDir(p) {
+		if _, err := fs.Stat(p); err == nil {
+			break
+		}
+		created = append(created, p)
+		if fs.PathDir(p) == p {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("engine: create %s: %w", dir, err)
+	}
+	for _, d := range created {
+		parent := fs.PathDir(d)
+		f, err := fs.OpenDir(parent)
+		if err != nil {
+			return fmt.Errorf("engine: open %s: %w", parent, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("engine: sync %s: %w", parent, err)
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,6 +323,27 @@ func (n *node) loadStateMachine(ctx context.Context) (applied, replayFrom uint64
 		}
 		logSnap = latest
 	}
+	if ok && latest.Index < logSnap.Index {
+		// The log's snapshot failed verification and the store fell back
+		// to an older one (Store.Skipped): usable only while the log
+		// still holds every entry after it.
+		first, _ := n.glog.FirstIndex()
+		if latest.Index+1 < first {
+			return 0, 0, fmt.Errorf("engine: group %d: %w: the newest valid snapshot is %d but the log starts at %d%s",
+				n.group, snapshot.ErrNoValidSnapshot, latest.Index, first, n.skippedSnapshots())
+		}
+		t, terr := n.glog.Term(latest.Index)
+		if terr != nil || t != latest.Term {
+			return 0, 0, fmt.Errorf("engine: group %d: %w: fallback snapshot %d does not match the log (term %d, %v)%s",
+				n.group, snapshot.ErrNoValidSnapshot, latest.Index, t, terr, n.skippedSnapshots())
+		}
+		if err := n.e.db.ResetToSnapshot(n.group, latest, true); err != nil {
+			return 0, 0, fmt.Errorf("engine: group %d: fall back to snapshot %d%s: %w",
+				n.group, latest.Index, n.skippedSnapshots(), err)
+		}
+		n.log.Warn("fell back to an older snapshot; the log covers the gap", "snapshot", latest.Index)
+		logSnap = latest
+	}
 	last, err := n.glog.LastIndex()
 	if err != nil {
 		return 0, 0, err
@@ -329,8 +351,8 @@ func (n *node) loadStateMachine(ctx context.Context) (applied, replayFrom uint64
 	snapIndex := logSnap.Index
 	if !ok {
 		if snapIndex > 0 {
-			return 0, 0, fmt.Errorf("engine: group %d: %w: the log starts after snapshot %d but no snapshot is stored",
-				n.group, snapshot.ErrNoValidSnapshot, snapIndex)
+			return 0, 0, fmt.Errorf("engine: group %d: %w: the log starts after snapshot %d but no valid snapshot is stored%s",
+				n.group, snapshot.ErrNoValidSnapshot, snapIndex, n.skippedSnapshots())
 		}
 		if err := rsm.CheckStart(0, smApplied, last); err != nil {
 			return 0, 0, fmt.Errorf("engine: group %d: %w", n.group, err)
@@ -354,6 +376,15 @@ func (n *node) loadStateMachine(ctx context.Context) (applied, replayFrom uint64
 		return 0, 0, fmt.Errorf("engine: group %d: %w", n.group, err)
 	}
 	return applied, restored, nil
+}
+
+// skippedSnapshots names the snapshots Open quarantined, for errors.
+func (n *node) skippedSnapshots() string {
+	var b strings.Builder
+	for _, sk := range n.store.Skipped() {
+		fmt.Fprintf(&b, "; snapshot %d failed verification: %v", sk.Index, sk.Err)
+	}
+	return b.String()
 }
 
 // restoreFrom restores the state machine from the published snapshot at

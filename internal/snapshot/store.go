@@ -264,11 +264,27 @@ func mkdirDurable(fs vfs.FS, dir string) error {
 	} else if !isNotExist(err) {
 		return fmt.Errorf("snapshot: stat %s: %w", dir, err)
 	}
+	// Every directory MkdirAll creates is a new entry in its parent, and
+	// each parent must be synced, up to the first that existed: syncing
+	// only dir's parent left a new "snapshots" directory of a fresh host
+	// unsynced, so a power cut lost every snapshot (testcluster,
+	// TestPowerCutRightAfterFirstSnapshotKeepsIt).
+	created := []string{dir}
+	for p := fs.PathDir(dir); p != created[len(created)-1]; p = fs.PathDir(p) {
+		if _, err := fs.Stat(p); err == nil {
+			break
+		} else if !isNotExist(err) {
+			return fmt.Errorf("snapshot: stat %s: %w", p, err)
+		}
+		created = append(created, p)
+	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("snapshot: mkdir %s: %w", dir, err)
 	}
-	if err := syncDir(fs, fs.PathDir(dir)); err != nil {
-		return fmt.Errorf("%w: %v", ErrStorageFailed, err)
+	for _, d := range created {
+		if err := syncDir(fs, fs.PathDir(d)); err != nil {
+			return fmt.Errorf("%w: %v", ErrStorageFailed, err)
+		}
 	}
 	return nil
 }
