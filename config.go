@@ -65,6 +65,13 @@ type HostConfig struct {
 	MaxConcurrentSnapshotSends       int
 	MaxConcurrentSnapshotRecvs       int
 	MaxConcurrentSnapshotGenerations int
+	// MaxSnapshotGenerateBytesPerSec caps the bytes snapshot saves write
+	// (0: unlimited), so a save never saturates the disk the log needs.
+	MaxSnapshotGenerateBytesPerSec int64
+	// SnapshotBackgroundShare is the most of a direction's rate that
+	// transfers to non-voters (new learners, rebalancing) get while a
+	// voter is catching up (default 0.25).
+	SnapshotBackgroundShare float64
 	// SnapshotChunkTimeout fails a transfer that made no progress for this
 	// long (default 30s; there is no limit on a transfer's total time).
 	SnapshotChunkTimeout time.Duration

@@ -58,6 +58,8 @@ func Open(cfg HostConfig) (*Host, error) {
 			MaxConcurrentSends:       cfg.MaxConcurrentSnapshotSends,
 			MaxConcurrentRecvs:       cfg.MaxConcurrentSnapshotRecvs,
 			MaxConcurrentGenerations: cfg.MaxConcurrentSnapshotGenerations,
+			GenerateBytesPerSec:      cfg.MaxSnapshotGenerateBytesPerSec,
+			BackgroundShare:          cfg.SnapshotBackgroundShare,
 		},
 		SnapshotChunkTimeout: cfg.SnapshotChunkTimeout,
 		LogDB: engine.LogOptions{SegmentSize: cfg.LogSegmentBytes, CacheBytes: cfg.LogCacheBytes,

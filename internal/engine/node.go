@@ -166,7 +166,7 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 		}
 	}()
 	n.store, err = snapshot.Open(e.cfg.FS, groupDir(e, cfg.Group), snapshot.Options{
-		Group: cfg.Group, Retained: cfg.SnapshotsRetained, Logger: n.log})
+		Group: cfg.Group, Retained: cfg.SnapshotsRetained, Logger: n.log, Throttle: e.throttle})
 	if err != nil {
 		return nil, fmt.Errorf("engine: group %d: open snapshots: %w", cfg.Group, err)
 	}
@@ -191,7 +191,7 @@ func openNode(ctx context.Context, e *Engine, cfg GroupConfig, create statemachi
 	}
 	if n.rsm.OnDisk() {
 		n.sendStore, err = snapshot.Open(e.cfg.FS, groupDir(e, cfg.Group)+"-send", snapshot.Options{
-			Group: cfg.Group, Retained: 1, Logger: n.log})
+			Group: cfg.Group, Retained: 1, Logger: n.log, Throttle: e.throttle})
 		if err != nil {
 			return nil, fmt.Errorf("engine: group %d: open send snapshots: %w", cfg.Group, err)
 		}

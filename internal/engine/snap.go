@@ -99,6 +99,7 @@ func (n *node) generateFull() {
 		return
 	}
 	defer w.Abort()
+	w.SetContext(n.ctx) // the generation-IO throttle's waits end with the node
 	if err := cp.Save(n.ctx, w); err != nil {
 		n.log.Warn("full snapshot save", "err", err)
 		return

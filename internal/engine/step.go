@@ -480,7 +480,14 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 		n.log.Warn("snapshot offer: open reader", "index", m.Snapshot.Index, "to", m.To, "err", err)
 		return false
 	}
-	id, err := n.e.sender.Register(m.To, r)
+	// Catching up a voter keeps the group's quorum healthy; a non-voter
+	// (a new learner, a rebalance target) yields bandwidth to it
+	// (REQUIREMENTS §9).
+	prio := snapshot.PriorityCatchUp
+	if n.isNonVoter(m.To) {
+		prio = snapshot.PriorityBackground
+	}
+	id, err := n.e.sender.RegisterPriority(m.To, r, prio)
 	if err != nil {
 		r.Close()
 		n.log.Warn("snapshot offer: register", "index", m.Snapshot.Index, "to", m.To, "err", err)
@@ -490,6 +497,21 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 	m.Context = binary.BigEndian.AppendUint64(nil, uint64(id))
 	n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotSent, Group: n.group, Replica: n.replica, Peer: m.To, Index: m.Snapshot.Index})
 	return true
+}
+
+// isNonVoter reports whether id is a non-voter in the membership in
+// effect (step worker).
+func (n *node) isNonVoter(id raftpb.ReplicaID) bool {
+	m := n.membership.Load()
+	if m == nil {
+		return false
+	}
+	for _, mb := range m.NonVoters {
+		if mb.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // wake ends quiescence: the group is active (step worker).
@@ -566,6 +588,10 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 	}
 	req := snapshot.InstallRequest{From: f.From, Meta: f.Meta,
 		Reader: snapshot.ReaderID(binary.BigEndian.Uint64(f.Context))}
+	if n.isNonVoter(n.replica) || len(n.addrs) == 0 {
+		// A learner, or a replica joining with no membership yet.
+		req.Priority = snapshot.PriorityBackground
+	}
 	meta := f.Meta
 	ctx, cancel := context.WithCancel(n.ctx)
 	n.imu.Lock()
