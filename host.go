@@ -170,10 +170,22 @@ func (h *Host) WaitLeader(ctx context.Context, g GroupID) (ReplicaID, error) {
 	return h.e.WaitLeader(ctx, g)
 }
 
-// SetSnapshotLimits changes the node-wide snapshot rates and caps.
-func (h *Host) SetSnapshotLimits(sendBytesPerSec, recvBytesPerSec int64, sends, recvs, generations int) {
-	h.e.SetSnapshotLimits(engine.SnapshotLimits{SendBytesPerSec: sendBytesPerSec, RecvBytesPerSec: recvBytesPerSec,
-		MaxConcurrentSends: sends, MaxConcurrentRecvs: recvs, MaxConcurrentGenerations: generations})
+// SnapshotLimits are the node-wide snapshot limits (0: unlimited), as in
+// HostConfig.
+type SnapshotLimits struct {
+	SendBytesPerSec, RecvBytesPerSec, GenerateBytesPerSec            int64
+	MaxConcurrentSends, MaxConcurrentRecvs, MaxConcurrentGenerations int
+	BackgroundShare                                                  float64
+}
+
+// SetSnapshotLimits replaces the node-wide snapshot limits at runtime; the
+// next chunk of every transfer and save obeys them.
+func (h *Host) SetSnapshotLimits(l SnapshotLimits) {
+	h.e.SetSnapshotLimits(engine.SnapshotLimits{
+		SendBytesPerSec: l.SendBytesPerSec, RecvBytesPerSec: l.RecvBytesPerSec,
+		GenerateBytesPerSec: l.GenerateBytesPerSec,
+		MaxConcurrentSends:  l.MaxConcurrentSends, MaxConcurrentRecvs: l.MaxConcurrentRecvs,
+		MaxConcurrentGenerations: l.MaxConcurrentGenerations, BackgroundShare: l.BackgroundShare})
 }
 
 // GroupStatus is a replica's state, for monitoring and tests.
