@@ -17,7 +17,8 @@ const (
 	// preambleVersion changes when the preamble or the frame layout does;
 	// a receiver closes connections of versions it does not know.
 	preambleVersion byte = 1
-	frameHeaderLen       = 8 // length u32 | crc32c u32
+
+	frameHeaderLen = 8 // length u32 | crc32c u32
 
 	laneRaft     byte = 1
 	laneSnapshot byte = 2
