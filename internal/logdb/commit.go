@@ -77,7 +77,7 @@ func (db *DB) submit(encode func(*batch) error) error {
 		db.maybeEndGatherLocked()
 	}
 	for !b.done {
-		if !db.mu.writing && b == db.mu.cur {
+		if !db.mu.writing {
 			db.lead(b)
 			continue
 		}
@@ -102,25 +102,11 @@ func (db *DB) submit(encode func(*batch) error) error {
 
 // lead writes the filling batch (which holds the caller's op). Called and
 // returns with db.mu held.
-//
-// Writing and applying are two stages. The writer role (db.mu.writing)
-// covers a record's write and fsync only, so there is still at most one
-// unsynced record — the recovery invariant of package wal. Once the record
-// is durable the leader hands the role on, and the next leader writes its
-// batch while this one applies (indexes, entry cache): applying a large
-// batch took about a seventh of each write+fsync cycle. Applies run in
-// write order (db.mu.applySeq), and a batch's callers are woken and its
-// groups released only after its apply, so a caller that returns reads
-// its own writes and the next update of a group is validated against the
-// applied state. Segment GC writes records and reads what applies
-// build, so it runs only with the writer role held and every written batch
-// applied (collectLocked).
 func (db *DB) lead(b *batch) {
 	if b != db.mu.cur {
 		panic("logdb: leader's batch is not the filling batch")
 	}
 	db.mu.writing = true
-	db.collectLocked()
 	db.gatherLocked(b)
 	var next *batch
 	if n := len(db.mu.spare); n > 0 {
@@ -132,8 +118,6 @@ func (db *DB) lead(b *batch) {
 	}
 	next.cond.L = &db.mu
 	db.mu.cur = next
-	ticket := db.mu.writeSeq
-	db.mu.writeSeq++
 	// Only a batch of several callers is timed: a gather follows only a
 	// batch larger than one, so a single sequential writer's path reads
 	// no clock.
@@ -141,24 +125,6 @@ func (db *DB) lead(b *batch) {
 	db.mu.Unlock()
 
 	pos, err := db.write(b, timed)
-
-	db.mu.Lock()
-	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
-		db.mu.failed = err
-	}
-	db.mu.lastWaiters = b.waiters
-	db.mu.lastWrite = db.lastWrite
-	// The record is durable (or failed, consuming nothing): the next
-	// leader may write while this batch is applied.
-	db.mu.writing = false
-	if db.mu.cur.waiters > 0 {
-		db.mu.cur.cond.Signal() // one of them leads the next batch
-	}
-	for db.mu.applySeq != ticket {
-		db.mu.applied.Wait()
-	}
-	db.mu.Unlock()
-
 	if err == nil {
 		var kept bool
 		// A large record is kept by the cache rather than copied; a small
@@ -173,52 +139,29 @@ func (db *DB) lead(b *batch) {
 			b.wb.Reset()
 		}
 	}
-	gc := db.gcDirty // written only by applies and GC, which are ordered
 
 	db.mu.Lock()
-	db.mu.applySeq++
-	db.mu.gcPending = db.mu.gcPending || gc
-	db.mu.applied.Broadcast()
 	for _, g := range b.groups {
 		g.busy = false
 	}
 	b.done, b.err = true, err
+	db.mu.lastWaiters = b.waiters
+	db.mu.lastWrite = db.lastWrite
 	db.mu.draining += b.waiters
 	b.cond.Broadcast()
-	if !db.mu.writing && db.mu.gcPending && db.mu.applySeq == db.mu.writeSeq {
-		// Nobody is writing and nothing written is unapplied: collect now
-		// rather than at the next leader's start, so a single writer's
-		// segments are freed by the call that freed them.
-		db.mu.writing = true
-		db.collectLocked()
-		db.mu.writing = false
-		if db.mu.cur.waiters > 0 {
-			db.mu.cur.cond.Signal()
-		}
+	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
+		db.mu.failed = err
 	}
+	if db.mu.failed == nil && !db.mu.closed {
+		db.mu.Unlock()
+		db.maybeGC()
+		db.mu.Lock()
+	}
+	db.mu.writing = false
 	db.mu.idle.Broadcast()
-}
-
-// collectLocked runs segment GC if an apply freed something. The caller
-// holds the writer role; GC waits for every written batch to be applied
-// first (it reads segment pins and group state, and its metadata rewrite
-// must describe everything before it in the log). Called and returns with
-// db.mu held.
-func (db *DB) collectLocked() {
-	if !db.mu.gcPending {
-		return
+	if db.mu.cur.waiters > 0 {
+		db.mu.cur.cond.Signal() // one of them leads the next batch
 	}
-	for db.mu.applySeq != db.mu.writeSeq {
-		db.mu.applied.Wait()
-	}
-	if db.mu.failed != nil || db.mu.closed {
-		return
-	}
-	db.mu.Unlock()
-	db.maybeGC()
-	pending := db.gcDirty // a failed deletion retries
-	db.mu.Lock()
-	db.mu.gcPending = pending
 }
 
 // gatherLocked lets the callers of the previous batch join b before it is
@@ -288,8 +231,8 @@ func (db *DB) maybeEndGatherLocked() {
 	}
 }
 
-// write makes b durable and returns its position. Runs without db.mu,
-// holding the writer role.
+// write makes b durable and returns its position. Runs without db.mu, as
+// the only writer.
 func (db *DB) write(b *batch, timed bool) (wal.Pos, error) {
 	var start time.Time
 	if timed {

@@ -9,13 +9,6 @@
 // may raft send messages that depend on them. Compact(g, i) drops entries
 // ≤ i after a snapshot at i.
 //
-// A batch is written in two stages (see DB.lead): write + fsync under the
-// writer role, one record at a time, then apply (index, terms, entry
-// cache) — during which the next leader already writes and fsyncs its
-// batch. Applies run in write order, and SaveBatch returns only after its
-// batch is applied, so a caller reads its own writes. Segment GC runs
-// under the writer role once every written batch is applied.
-//
 // # Reading
 //
 // DB.Group(g) returns a *GroupLog with the read contract of raft-rs

@@ -105,19 +105,12 @@ type DB struct {
 	// mu guards the commit queue.
 	mu struct {
 		sync.Mutex
-		cur   *batch
-		spare []*batch // finished batches kept for reuse (see maxSpare)
-		// writing: a leader holds the writer role (write + fsync, or GC).
+		cur     *batch
+		spare   []*batch // finished batches kept for reuse (see maxSpare)
 		writing bool
 		idle    sync.Cond // broadcast when a leader finishes
-		// writeSeq counts batches taken by leaders, applySeq those applied;
-		// applied is broadcast when applySeq moves. gcPending: an apply
-		// freed something; GC runs when every written batch is applied.
-		writeSeq, applySeq uint64
-		applied            sync.Cond
-		gcPending          bool
-		closed             bool
-		failed             error
+		closed  bool
+		failed  error
 
 		// Group-commit pacing (see gatherLocked).
 		// draining: callers whose batch is done that have not yet
@@ -193,9 +186,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 	db.mu.cur.cond.L = &db.mu
 	db.mu.idle.L = &db.mu
 	db.mu.gather.L = &db.mu
-	db.mu.applied.L = &db.mu
 	db.gcDirty = true
-	db.mu.gcPending = true
 	return db, nil
 }
 
@@ -209,7 +200,7 @@ func (db *DB) Close() error {
 	}
 	db.mu.closed = true
 	// Callers already queued still get their batch written.
-	for db.mu.writing || db.mu.cur.waiters > 0 || db.mu.applySeq != db.mu.writeSeq {
+	for db.mu.writing || db.mu.cur.waiters > 0 {
 		db.mu.idle.Wait()
 	}
 	db.mu.writing = true // nobody leads again

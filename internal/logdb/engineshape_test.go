@@ -14,21 +14,19 @@ import (
 	"github.com/skiffdb/skiff/raftpb"
 )
 
-// TestPipelineCompactCrash drives the two-stage commit (the next batch is
-// written while the previous one is applied; GC only when every written
-// batch is applied) the way the engine does: a few workers, each saving
-// one batch for all its groups per pass and compacting them every few
-// passes (each group's Compact from its own goroutine, so they coalesce),
-// over tiny segments so that segments are rolled, freed, recycled and
-// their metadata rewritten all the time. A crash clone is taken at a
-// uniformly random file op.
+// TestEngineShapeCompactCrash drives group commit the way the engine does:
+// a few workers, each saving one batch for all its groups per pass and
+// compacting them every few passes (each group's Compact from its own
+// goroutine, so they coalesce), over tiny segments so that segments are
+// rolled, freed, recycled and their metadata rewritten (one group per
+// worker goes idle and is compacted empty) while writes go on. A crash
+// clone is taken at a uniformly random file op.
 //
-// Live, after each SaveBatch returns: the worker reads its own writes
-// (a batch is applied before its callers are woken). After reopening the
-// clone: every acknowledged append and compaction is there, the HardState
-// is at least the acknowledged one, and each log is contiguous with the
-// data written.
-func TestPipelineCompactCrash(t *testing.T) {
+// Live, after each SaveBatch returns: the worker reads its own writes.
+// After reopening the clone: every acknowledged append and compaction is
+// there, the HardState is at least the acknowledged one, and each log is
+// contiguous with the data written.
+func TestEngineShapeCompactCrash(t *testing.T) {
 	for _, seed := range seeds(t) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Logf("seed %d (rerun with -seed=%d)", seed, seed)
