@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,7 +124,11 @@ func runCatchup(size int64) func(context.Context, env) ([]measurement, error) {
 			}
 		}
 
-		child, err := startChild(ctx, filepath.Join(e.dir, "new"))
+		childProfile := ""
+		if e.profile != "" {
+			childProfile = strings.TrimSuffix(e.profile, ".pprof") + ".child.pprof"
+		}
+		child, err := startChild(ctx, filepath.Join(e.dir, "new"), childProfile)
 		if err != nil {
 			return nil, err
 		}
@@ -215,12 +220,14 @@ type child struct {
 	err    error
 }
 
-func startChild(ctx context.Context, dir string) (*child, error) {
+// startChild starts the new replica's process with its host in dir;
+// profile, when set, is where it writes a CPU profile of its catch-up.
+func startChild(ctx context.Context, dir, profile string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("%w: find own binary: %w", errWorkload, err)
 	}
-	cmd := exec.CommandContext(ctx, exe, childCommand, "-dir", dir)
+	cmd := exec.CommandContext(ctx, exe, childCommand, "-dir", dir, "-cpuprofile", profile)
 	c := &child{cmd: cmd, lines: make(chan childMsg, 16), stderr: &bytes.Buffer{}}
 	cmd.Stderr = &limitedBuffer{b: c.stderr, n: 64 << 10}
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
@@ -328,6 +335,7 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(childCommand, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "the new replica's host directory")
+	profile := fs.String("cpuprofile", "", "write a CPU profile from the start to the installed snapshot here")
 	if err := fs.Parse(args); err != nil || *dir == "" {
 		fmt.Fprintln(stderr, "usage: skiffbench", childCommand, "-dir DIR")
 		return 2
@@ -376,6 +384,11 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	stopProfile, err := env{profile: *profile}.startProfile()
+	if err != nil {
+		return fail(err)
+	}
+	defer stopProfile()
 	cfg := groupConfig(catchupGroup, catchupReplica, nil)
 	cfg.Join = true
 	if err := h.StartGroup(ctx, cfg, func(uint64, uint64) statemachine.StateMachine { return &bulkSM{} }); err != nil {
@@ -406,6 +419,9 @@ func childMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	if mem, err = readMemStatus("self"); err != nil {
+		return fail(err)
+	}
+	if err := stopProfile(); err != nil {
 		return fail(err)
 	}
 	emit(childMsg{Kind: "done", RSS: mem.rss, HWM: mem.hwm})

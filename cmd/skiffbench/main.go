@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -188,9 +189,14 @@ func (e env) startProfile() (stop func() error, err error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: cpu profile: %w", errWorkload, err)
 	}
+	// stop may be deferred as well as called: only the first call stops.
+	var once sync.Once
 	return func() error {
-		pprof.StopCPUProfile()
-		return f.Close()
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			err = f.Close()
+		})
+		return err
 	}, nil
 }
 
@@ -220,6 +226,7 @@ type workload struct {
 
 // result is a reported figure: the median over the runs.
 type result struct {
+	Kind     string  `json:"kind"` // "result" (the header line is "machine")
 	Workload string  `json:"workload"`
 	Metric   string  `json:"metric"`
 	Value    float64 `json:"value"`
@@ -252,7 +259,7 @@ func medians(w workload, runs [][]measurement, done map[string]result) []result 
 				}
 			}
 		}
-		r := result{Workload: w.name, Metric: m.metric, Value: median(vals), Unit: m.unit,
+		r := result{Kind: "result", Workload: w.name, Metric: m.metric, Value: median(vals), Unit: m.unit,
 			MedianOf: len(vals), LoadAvg: load[0]}
 		if t, ok := w.targets[m.metric]; ok {
 			r.Target = t.value

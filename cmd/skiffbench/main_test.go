@@ -46,7 +46,7 @@ func TestLatencyWorkloadJSON(t *testing.T) {
 		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
 			t.Fatalf("line %q: %v", s.Text(), err)
 		}
-		if r.Workload != "latency" || r.MedianOf != 1 || r.Value <= 0 {
+		if r.Kind != "result" || r.Workload != "latency" || r.MedianOf != 1 || r.Value <= 0 {
 			t.Errorf("result %+v", r)
 		}
 		got[r.Metric] = r
