@@ -19,7 +19,7 @@ const fsyncWindow = time.Second
 // file, as the three hosts of every workload do. Like the WAL's
 // preallocated, zero-filled segments, each writer overwrites a file that
 // was written and synced first, so that an fsync flushes data, not a
-// growing file's metadata.
+// growing file's metadata. Last, the durable sequential write rate.
 func runFsync(ctx context.Context, e env) ([]measurement, error) {
 	if err := os.MkdirAll(e.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", errWorkload, err)
@@ -61,7 +61,43 @@ func runFsync(ctx context.Context, e env) ([]measurement, error) {
 			measurement{name + "-p99", micros(percentile(all, 0.99)), "µs"},
 			measurement{name + "-rate", float64(len(all)) / el.Seconds(), "fsyncs/s"})
 	}
-	return ms, nil
+	rate, err := seqWrite(ctx, filepath.Join(e.dir, "seq"), seqWriteBytes)
+	if err != nil {
+		return nil, err
+	}
+	return append(ms, measurement{"seq-write", rate, "MiB/s"}), nil
+}
+
+// seqWriteBytes is the size of the sequential-write baseline: large
+// enough to leave the disk's cache, as a snapshot's files do.
+const seqWriteBytes = 256 << 20
+
+// seqWrite writes n bytes to a new file at path in 1 MiB writes, fsyncs
+// it and returns the rate in MiB/s: the ceiling of generating and of
+// receiving a snapshot (DESIGN.md §9: 1.0–1.45 GiB/s durable here).
+func seqWrite(ctx context.Context, path string, n int64) (float64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errWorkload, err)
+	}
+	defer os.Remove(path)
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	state := uint64(1)
+	fill(buf, &state) // incompressible, like snapshot data
+	start := time.Now()
+	for left := n; left > 0 && ctx.Err() == nil; left -= int64(len(buf)) {
+		if _, err := f.Write(buf[:min(left, int64(len(buf)))]); err != nil {
+			return 0, fmt.Errorf("%w: sequential write: %w", errWorkload, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("%w: fsync: %w", errWorkload, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return float64(n) / (1 << 20) / time.Since(start).Seconds(), nil
 }
 
 // fsyncLoop overwrites 64 B records of a preallocated file at path and

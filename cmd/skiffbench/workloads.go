@@ -11,7 +11,7 @@ import (
 // last.
 func workloads() []workload {
 	ws := []workload{
-		{name: "fsync", desc: "baseline: 64 B overwrite + fsync on --dir, by 1 and by 3 writers at once",
+		{name: "fsync", desc: "baseline: 64 B overwrite + fsync on --dir by 1 and by 3 writers; 256 MiB sequential write + fsync",
 			run: runFsync},
 		{name: "latency", desc: "commit latency, 1 group, 16 B, 1 proposer",
 			run: func(ctx context.Context, e env) ([]measurement, error) {
