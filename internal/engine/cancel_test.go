@@ -41,16 +41,7 @@ func (l *eventLog) count(k EventKind) int {
 // status, can be canceled, and completes once the limit is raised at
 // runtime.
 func TestCancelAndThrottleTransfer(t *testing.T) {
-	var trs []*transport.TCP
-	members := map[raftpb.ReplicaID]string{}
-	for i := 0; i < 3; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		members[raftpb.ReplicaID(i+1)] = tr.Addr()
-	}
+	trs, members := tcpTransports(t, 3)
 	logs := make([]*eventLog, 3)
 	es := make([]*Engine, 3)
 	open := func(i int, tr transport.Transport) {
@@ -84,10 +75,7 @@ func TestCancelAndThrottleTransfer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: addr3, DeploymentID: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := listenTCP(t, addr3)
 	open(2, tr)
 	// The transfer (≈1.2 MiB at 64 KiB/s) is visible while it runs.
 	for {

@@ -13,19 +13,34 @@ import (
 	"github.com/skiffdb/skiff/transport"
 )
 
-// tcpCluster starts n engines over loopback TCP with one group.
-func tcpCluster(t *testing.T, n int, gcfg func(*GroupConfig)) []*Engine {
+// tcpTransports listens on n loopback ports and returns the transports
+// and the membership of replicas 1..n at their addresses.
+func tcpTransports(t *testing.T, n int) ([]*transport.TCP, map[raftpb.ReplicaID]string) {
 	t.Helper()
 	var trs []*transport.TCP
 	members := map[raftpb.ReplicaID]string{}
 	for i := 0; i < n; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		members[raftpb.ReplicaID(i+1)] = tr.Addr()
+		trs = append(trs, listenTCP(t, "127.0.0.1:0"))
+		members[raftpb.ReplicaID(i+1)] = trs[i].Addr()
 	}
+	return trs, members
+}
+
+// listenTCP returns a transport listening at addr (a host restarting on
+// its address, or port 0).
+func listenTCP(t *testing.T, addr string) *transport.TCP {
+	t.Helper()
+	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: addr, DeploymentID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// tcpCluster starts n engines over loopback TCP with one group.
+func tcpCluster(t *testing.T, n int, gcfg func(*GroupConfig)) []*Engine {
+	t.Helper()
+	trs, members := tcpTransports(t, n)
 	var es []*Engine
 	for i := 0; i < n; i++ {
 		e, err := Open(Config{Dir: fmt.Sprintf("host%d", i+1), FS: vfs.NewMem(), Transport: trs[i],
@@ -75,16 +90,7 @@ func TestTCPProposeRead(t *testing.T) {
 }
 
 func TestTCPCatchUpBySnapshot(t *testing.T) {
-	var trs []*transport.TCP
-	members := map[raftpb.ReplicaID]string{}
-	for i := 0; i < 3; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		members[raftpb.ReplicaID(i+1)] = tr.Addr()
-	}
+	trs, members := tcpTransports(t, 3)
 	gc := func(i int) GroupConfig {
 		return GroupConfig{Group: 1, Replica: raftpb.ReplicaID(i + 1), Members: members, PreVote: true,
 			CheckQuorum: true, SnapshotEntries: 50, CompactionOverhead: 5}
@@ -123,10 +129,8 @@ func TestTCPCatchUpBySnapshot(t *testing.T) {
 		t.Fatalf("log not compacted: first %d snapshot %d", st.FirstIndex, st.Snapshot.Index)
 	}
 	// Host 3 comes back wiped (a new disk) at the same address.
-	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: addr3, DeploymentID: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := listenTCP(t, addr3)
+	var err error
 	es[2], err = Open(Config{Dir: "host", FS: vfs.NewMem(), Transport: tr, TickInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -157,16 +161,7 @@ func TestTCPCatchUpBySnapshot(t *testing.T) {
 // proposal wakes its group.
 func TestQuiesceIdleGroups(t *testing.T) {
 	const groups = 20
-	var trs []*transport.TCP
-	members := map[raftpb.ReplicaID]string{}
-	for i := 0; i < 3; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		members[raftpb.ReplicaID(i+1)] = tr.Addr()
-	}
+	trs, members := tcpTransports(t, 3)
 	var es []*Engine
 	for i := 0; i < 3; i++ {
 		e, err := Open(Config{Dir: "h", FS: vfs.NewMem(), Transport: trs[i], TickInterval: 5 * time.Millisecond})
@@ -236,10 +231,8 @@ func TestMembershipChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := listenTCP(t, "127.0.0.1:0")
+	var err error
 	e4, err := Open(Config{Dir: "h4", FS: vfs.NewMem(), Transport: tr, TickInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

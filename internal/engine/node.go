@@ -533,33 +533,31 @@ func (n *node) unreachable(addr string) {
 	})
 }
 
-// do runs fn on the step worker with the core (asynchronously). It reports
+// mailbox queues work for the step worker: add runs under the mailbox
+// lock unless the node is stopping, and the node is scheduled. It reports
 // false if the node is stopping.
-func (n *node) do(fn func()) bool {
+func (n *node) mailbox(add func()) bool {
 	n.mu.Lock()
 	if n.stopping {
 		n.mu.Unlock()
 		return false
 	}
-	n.cmds = append(n.cmds, fn)
+	add()
 	n.mu.Unlock()
 	n.sw.schedule(n)
 	return true
+}
+
+// do runs fn on the step worker with the core (asynchronously).
+func (n *node) do(fn func()) bool {
+	return n.mailbox(func() { n.cmds = append(n.cmds, fn) })
 }
 
 // doQuiet is do for housekeeping that is no group activity: it does not
 // wake a quiesced group (a peer host being down must not wake every group
 // at every reconnect attempt).
 func (n *node) doQuiet(fn func()) bool {
-	n.mu.Lock()
-	if n.stopping {
-		n.mu.Unlock()
-		return false
-	}
-	n.quietCmds = append(n.quietCmds, fn)
-	n.mu.Unlock()
-	n.sw.schedule(n)
-	return true
+	return n.mailbox(func() { n.quietCmds = append(n.quietCmds, fn) })
 }
 
 // doWait runs fn on the step worker and waits for it.

@@ -53,17 +53,10 @@ func (s diskKV) Restore(ctx context.Context, r io.Reader, f []statemachine.Snaps
 func (s diskKV) Close() error { return nil }
 
 func TestOnDiskCatchUpAndRestart(t *testing.T) {
-	var trs []*transport.TCP
-	members := map[raftpb.ReplicaID]string{}
+	trs, members := tcpTransports(t, 3)
 	disks := make([]*disk, 3)
 	fss := make([]vfs.FS, 3)
 	for i := 0; i < 3; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: "127.0.0.1:0", DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
-		trs = append(trs, tr)
-		members[raftpb.ReplicaID(i+1)] = tr.Addr()
 		disks[i] = &disk{kv: &kv{data: map[string]string{}}}
 		fss[i] = vfs.NewMem()
 	}
@@ -113,10 +106,7 @@ func TestOnDiskCatchUpAndRestart(t *testing.T) {
 	// generated on demand by the leader.
 	disks[2] = &disk{kv: &kv{data: map[string]string{}}}
 	fss[2] = vfs.NewMem()
-	tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: addr3, DeploymentID: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := listenTCP(t, addr3)
 	es[2] = open(2, tr)
 	waitValue(ctx, t, es[2], "k199", "v199")
 	if disks[2].restores != 1 {
@@ -134,10 +124,7 @@ func TestOnDiskCatchUpAndRestart(t *testing.T) {
 	}
 	before := []int{disks[0].restores, disks[1].restores, disks[2].restores}
 	for i := 0; i < 3; i++ {
-		tr, err := transport.NewTCP(transport.TCPConfig{ListenAddr: members[raftpb.ReplicaID(i+1)], DeploymentID: 7})
-		if err != nil {
-			t.Fatal(err)
-		}
+		tr := listenTCP(t, members[raftpb.ReplicaID(i+1)])
 		es[i] = open(i, tr)
 	}
 	for i := 0; i < 3; i++ {

@@ -89,27 +89,12 @@ func (n *node) removePending(key uint64) *proposal {
 
 // submitProposal queues p for the step worker.
 func (n *node) submitProposal(p *proposal) bool {
-	n.mu.Lock()
-	if n.stopping {
-		n.mu.Unlock()
-		return false
-	}
-	n.props = append(n.props, p)
-	n.mu.Unlock()
-	n.sw.schedule(n)
-	return true
+	return n.mailbox(func() { n.props = append(n.props, p) })
 }
 
+// submitRead queues r for the step worker.
 func (n *node) submitRead(r *readRequest) bool {
-	n.mu.Lock()
-	if n.stopping {
-		n.mu.Unlock()
-		return false
-	}
-	n.reads = append(n.reads, r)
-	n.mu.Unlock()
-	n.sw.schedule(n)
-	return true
+	return n.mailbox(func() { n.reads = append(n.reads, r) })
 }
 
 // leaderChanged returns a channel closed at the next leader change.
