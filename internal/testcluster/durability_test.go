@@ -106,7 +106,7 @@ func TestSessionRejectsExpiredAndUnknown(t *testing.T) {
 // acknowledged write is on every replica ("nothing acknowledged is lost").
 func TestRandomCrashesUnderWritesLoseNoAcknowledgedWrite(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := New(t, Config{Seed: 53, Group: compacting, Provision: []string{"snapshots"}})
+		c := New(t, Config{Seed: 53, Group: compacting})
 		c.WaitLeader(1)
 		rng := rand.New(rand.NewPCG(53, 1))
 		stop := writers(c, 1, 3, value(1, 100))
@@ -176,7 +176,7 @@ func TestOnDiskStateMachineRestartsWithoutRestore(t *testing.T) {
 	for _, crash := range []bool{false, true} {
 		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				c := New(t, Config{Seed: 55, OnDisk: true, Group: compacting, Provision: []string{"snapshots"}})
+				c := New(t, Config{Seed: 55, OnDisk: true, Group: compacting})
 				c.WaitLeader(1)
 				write(t, c, 1, "a", 50, value(1, 64))
 				c.WaitConverged(1)
@@ -219,7 +219,7 @@ func TestOnDiskLaggingReplicaRestoredFromGeneratedSnapshot(t *testing.T) {
 		c := New(t, Config{Seed: 56, OnDisk: true, Group: compacting})
 		c.WaitLeader(1)
 		lag := 2
-		c.Stop(lag)
+		stopBehind(c, lag)
 		write(t, c, 1, "a", 100, value(1, 64))
 		c.Restart(lag)
 		c.WaitConverged(1)
@@ -232,19 +232,24 @@ func TestOnDiskLaggingReplicaRestoredFromGeneratedSnapshot(t *testing.T) {
 
 // F6 (consul#3362, etcd#8082): a power cut that keeps no unsynced data,
 // right after a replica took its first snapshot and compacted its log:
-// the replica restarts from that snapshot. Other crash scenarios
-// provision the snapshots directory to step past the bug this finds.
+// the replica restarts from that snapshot (the snapshot directories a
+// fresh host creates must be durable too).
 func TestPowerCutRightAfterFirstSnapshotKeepsIt(t *testing.T) {
 	var bug engineBug
 	defer bug.skip(t)
 	synctest.Test(t, func(t *testing.T) {
 		c := New(t, Config{Seed: 57, Group: compacting})
 		c.WaitLeader(1)
-		write(t, c, 1, "a", 30, value(1, 64))
-		c.WaitConverged(1)
-		st, _ := c.Status(1, 1)
-		if st.Snapshot.Index == 0 || st.FirstIndex <= 1 {
-			t.Fatalf("host 1 has no snapshot or did not compact: %+v", st)
+		// Write until host 1 has snapshotted and compacted (a snapshot
+		// keeps the entries a recently active follower still needs).
+		var st skiff.GroupStatus
+		for round := 0; st.Snapshot.Index == 0 || st.FirstIndex <= 1; round++ {
+			if round == 10 {
+				t.Fatalf("host 1 has no snapshot or did not compact: %+v", st)
+			}
+			write(t, c, 1, fmt.Sprintf("r%d-", round), 20, value(1, 64))
+			c.WaitConverged(1)
+			st, _ = c.Status(1, 1)
 		}
 		c.crash(1, 0)
 		if err := c.TryRestart(1); err != nil {

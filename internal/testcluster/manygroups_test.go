@@ -43,11 +43,7 @@ func TestHundredGroupsCatchUpWithinSnapshotConcurrencyCaps(t *testing.T) {
 		for _, g := range gs {
 			c.WaitLeader(g)
 		}
-		c.Stop(lag)
-		// Leaders keep the log a recently active follower still needs:
-		// let them notice (CheckQuorum, every election timeout) that it
-		// is gone, so that they compact past it.
-		<-time.After(time.Second)
+		stopBehind(c, lag)
 		for _, g := range gs {
 			write(t, c, g, "k", 25, value(int(g), 1<<10))
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/skiffdb/skiff"
+	"github.com/skiffdb/skiff/statemachine"
 )
 
 func memberIDs(m map[skiff.ReplicaID]string) []skiff.ReplicaID {
@@ -143,5 +144,65 @@ func TestTransferLeadershipMovesTheLeader(t *testing.T) {
 			t.Fatalf("result %d after the transfer, want 6", got)
 		}
 		c.WaitConverged(1)
+	})
+}
+
+// blockingOpen is an OnDiskKV whose Open waits for release: StartGroup
+// stays in progress until the test lets it finish.
+type blockingOpen struct {
+	*OnDiskKV
+	release chan struct{}
+}
+
+func (b blockingOpen) Open(ctx context.Context) (uint64, error) {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return b.OnDiskKV.Open(ctx)
+}
+
+// Host methods called for a group whose StartGroup is still opening it
+// return an error (or wait); they do not crash the process.
+func TestStatusDuringStartGroupDoesNotPanic(t *testing.T) {
+	var bug engineBug
+	defer bug.skip(t)
+	synctest.Test(t, func(t *testing.T) {
+		c := New(t, Config{Hosts: 1, Seed: 44})
+		c.WaitLeader(1)
+		h := c.Host(0)
+		release := make(chan struct{})
+		started := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+			defer cancel()
+			started <- h.StartGroup(ctx, skiff.GroupConfig{GroupID: 2, ReplicaID: 1,
+				Members: map[skiff.ReplicaID]string{1: c.Addr(0)}},
+				func(g, r uint64) statemachine.StateMachine {
+					return blockingOpen{OnDiskKV: NewOnDiskKV(c.FS(0), smDir)(g, r).(*OnDiskKV), release: release}
+				})
+		}()
+		synctest.Wait() // StartGroup is now blocked in Open
+		var panicked any
+		func() {
+			defer func() { panicked = recover() }()
+			_, err := h.GroupStatus(2)
+			t.Logf("GroupStatus during StartGroup: %v", err)
+		}()
+		close(release)
+		if err := <-started; err != nil {
+			t.Fatalf("StartGroup: %v", err)
+		}
+		if panicked != nil {
+			bug.found("Engine.node returns a nil *node (and no error) for a group whose StartGroup is "+
+				"in progress (StartGroup reserves e.nodes[g] = nil while openNode runs), so GroupStatus, "+
+				"Propose, Read... on that group dereference nil and panic the process: %v "+
+				"(fix: treat a nil entry as not found, or as a typed \"starting\" error)", panicked)
+			return
+		}
+		if _, err := h.GroupStatus(2); err != nil {
+			t.Fatalf("GroupStatus after StartGroup: %v", err)
+		}
 	})
 }

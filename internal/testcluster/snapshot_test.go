@@ -21,7 +21,7 @@ func TestFollowerDownPastCompactionGetsOneSnapshotThenLog(t *testing.T) {
 		c.WaitLeader(1)
 		write(t, c, 1, "a", 10, value(1, 16))
 		lag := 2
-		c.Stop(lag)
+		stopBehind(c, lag)
 		write(t, c, 1, "b", 200, value(2, 16))
 		l := c.WaitLeader(1)
 		st, err := c.Status(l, 1)
@@ -57,7 +57,7 @@ func TestLaggingReplicaCatchesUpUnderSustainedWritesWithOneTransfer(t *testing.T
 		c := New(t, Config{Seed: 12, Group: compacting})
 		c.WaitLeader(1)
 		lag := 1
-		c.Stop(lag)
+		stopBehind(c, lag)
 		write(t, c, 1, "a", 150, value(1, 64))
 		stop := writers(c, 1, 2, value(2, 64))
 		c.Restart(lag)
@@ -95,7 +95,7 @@ func TestSlowTransferOutlivingRetentionCompletesInOneTransfer(t *testing.T) {
 		})
 		c.WaitLeader(1)
 		lag := 2
-		c.Stop(lag)
+		stopBehind(c, lag)
 		// About 512 KiB of state: 4 s of transfer at 128 KiB/s.
 		write(t, c, 1, "big", 32, value(1, 16<<10))
 		stop := writers(c, 1, 2, value(2, 32))

@@ -23,7 +23,7 @@ func slowTransfers(seed int64) Config {
 func lagBehindBigState(t *testing.T, c *Cluster, lag int) {
 	t.Helper()
 	c.WaitLeader(1)
-	c.Stop(lag)
+	stopBehind(c, lag)
 	write(t, c, 1, "big", 64, value(1, 128<<10))
 	c.Restart(lag)
 }
