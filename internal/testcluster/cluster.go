@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -183,8 +182,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
 }
-
-var _ io.Writer = testWriter{}
 
 func (c *Cluster) groupConfig(g skiff.GroupID, id skiff.ReplicaID) skiff.GroupConfig {
 	gc := skiff.GroupConfig{GroupID: g, ReplicaID: id, PreVote: true, CheckQuorum: true}

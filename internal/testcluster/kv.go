@@ -26,6 +26,10 @@ var ErrBadCommand = errors.New("testcluster: bad kv command")
 // snapshot (wrong magic, truncated, trailing bytes).
 var ErrBadSnapshot = errors.New("testcluster: bad kv snapshot")
 
+// ErrUseAfterClose is returned by a state machine called after Close,
+// which the host must never do (statemachine.StateMachine.Close).
+var ErrUseAfterClose = errors.New("testcluster: state machine used after Close")
+
 // Queries with a meaning of their own (keys never start with '#' in the
 // scenario tests).
 const (
@@ -251,6 +255,9 @@ func NewKV(uint64, uint64) statemachine.StateMachine {
 func (s *KV) Apply(ents []statemachine.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrUseAfterClose
+	}
 	return s.st.apply(ents)
 }
 
@@ -351,6 +358,9 @@ func (s *OnDiskKV) Open(context.Context) (uint64, error) {
 func (s *OnDiskKV) Apply(ents []statemachine.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return ErrUseAfterClose
+	}
 	return s.st.apply(ents)
 }
 
