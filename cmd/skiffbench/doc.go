@@ -17,16 +17,27 @@
 //     of this binary (the hidden "catchup-replica" subcommand) so that its
 //     RSS is its own; the state machine's snapshot streams deterministic
 //     pseudo-random bytes and its Restore checks them, holding nothing;
-//   - CPU and RSS of 10,000 idle (quiesced) groups;
-//   - the disk's serial fsync latency, the baseline every commit pays.
+//   - CPU and RSS of 10,000 idle (quiesced) groups, at the default 100 ms
+//     tick;
+//   - the disk itself, measured in the same run as DESIGN.md §9 asks: fsync
+//     latency by one writer and by three at once (the three hosts), and the
+//     durable sequential write rate (the ceiling of snapshot generate and
+//     receive).
+//
+// Throughput runs also report, from the hosts' Prometheus registries, the
+// log saves per second, entries per save and mean save time in their
+// window: whether a figure is bound by fsyncs or by how many entries share
+// one.
 //
 // Usage:
 //
 //	go run ./cmd/skiffbench [--workload all|name,...] [--duration 5s]
-//	    [--repeat 3] [--json] [--dir DIR] [--cpuprofile FILE]
+//	    [--repeat 3] [--json] [--dir DIR] [--cpuprofile PREFIX]
 //
 // --list prints the workload names. Each figure is the median over
-// --repeat runs, each on a fresh cluster.
+// --repeat runs, each on a fresh cluster. --cpuprofile writes one profile
+// per run covering only its measured window (and, for catch-up, one of the
+// child process), so that setup and elections stay out of it.
 //
 // Layering: skiffbench uses only the public API — the root package,
 // statemachine and transport (imports_test.go); never internal/.
