@@ -80,7 +80,8 @@ type node struct {
 	cmds  []func()
 	// quietCmds run like cmds but do not end quiescence.
 	quietCmds []func()
-	queued    bool // in the step worker's run queue
+	queued    bool   // in the step worker's run queue (guarded by sw.mu)
+	passSeq   uint64 // the last pass listing the node (guarded by sw.mu)
 	// peerAddrs: the host each replica's messages came from, for replicas
 	// the membership does not name yet (a joining replica hears from a
 	// leader it has no address for).

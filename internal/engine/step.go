@@ -29,7 +29,12 @@ type stepWorker struct {
 	mu    sync.Mutex
 	runq  []*node
 	nodes map[*node]struct{}
+	// active are the nodes that tick: all but the quiesced ones, so that a
+	// tick costs nothing per idle group.
+	active map[*node]struct{}
 
+	// passSeq numbers passes (under mu), to list a node once per pass.
+	passSeq uint64
 	// passMu is held for a whole pass, so remove can wait for a node to
 	// leave the worker.
 	passMu sync.Mutex
@@ -53,6 +58,7 @@ func newStepWorker(e *Engine, id int) *stepWorker {
 	return &stepWorker{
 		e: e, id: id,
 		nodes:  make(map[*node]struct{}),
+		active: make(map[*node]struct{}),
 		notify: make(chan struct{}, 1),
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
@@ -70,6 +76,7 @@ func (w *stepWorker) close() {
 func (w *stepWorker) add(n *node) {
 	w.mu.Lock()
 	w.nodes[n] = struct{}{}
+	w.active[n] = struct{}{}
 	w.mu.Unlock()
 	w.schedule(n)
 }
@@ -78,6 +85,7 @@ func (w *stepWorker) add(n *node) {
 func (w *stepWorker) remove(n *node) {
 	w.mu.Lock()
 	delete(w.nodes, n)
+	delete(w.active, n)
 	w.mu.Unlock()
 	w.passMu.Lock()
 	//lint:ignore SA2001 an empty critical section waits for the pass in progress
@@ -119,15 +127,22 @@ func (w *stepWorker) pass(tick bool) {
 	w.passMu.Lock()
 	defer w.passMu.Unlock()
 	w.mu.Lock()
-	run := append(w.run[:0], w.runq...)
+	w.passSeq++
+	run := w.run[:0]
 	for _, n := range w.runq {
 		n.queued = false
+		n.passSeq = w.passSeq
+		run = append(run, n)
 	}
 	w.runq = w.runq[:0]
 	if tick {
-		run = run[:0]
-		for n := range w.nodes {
-			run = append(run, n)
+		// Scheduled nodes plus every ticking one, each once: a node must
+		// not hand out two Readys in one pass.
+		for n := range w.active {
+			if n.passSeq != w.passSeq {
+				n.passSeq = w.passSeq
+				run = append(run, n)
+			}
 		}
 	}
 	w.mu.Unlock()
@@ -408,6 +423,7 @@ func (n *node) onTick(now time.Time) {
 		// quiesce within a tick of each other, well inside an election
 		// timeout: nobody campaigns against a silent leader.
 		n.quiesced = true
+		n.sw.setActive(n, false)
 		return
 	}
 	if next := n.nextTrigger.Load(); next != 0 && now.UnixNano() >= next {
@@ -514,10 +530,26 @@ func (n *node) isNonVoter(id raftpb.ReplicaID) bool {
 	return false
 }
 
+// setActive adds n to or removes it from the ticking set.
+func (w *stepWorker) setActive(n *node, on bool) {
+	w.mu.Lock()
+	if _, member := w.nodes[n]; member {
+		if on {
+			w.active[n] = struct{}{}
+		} else {
+			delete(w.active, n)
+		}
+	}
+	w.mu.Unlock()
+}
+
 // wake ends quiescence: the group is active (step worker).
 func (n *node) wake() {
 	n.idleTicks = 0
-	n.quiesced = false
+	if n.quiesced {
+		n.quiesced = false
+		n.sw.setActive(n, true)
+	}
 }
 
 // afterReady hands a persisted Ready's results on and advances the core.
