@@ -55,7 +55,8 @@ type HostConfig struct {
 	// TickInterval is one Raft tick (default 100ms).
 	TickInterval time.Duration
 	// StepWorkers and ApplyWorkers shard groups over goroutines
-	// (default 2 each).
+	// (default 1 and 2: step passes wait on the log's fsync, and one pass
+	// persists every group with one fsync).
 	StepWorkers, ApplyWorkers int
 
 	// Node-wide snapshot limits shared by every group (0: unlimited). The

@@ -26,7 +26,12 @@ type Config struct {
 	// TickInterval is one Raft tick (default 100ms): ElectionTicks and
 	// HeartbeatTicks are counted in it.
 	TickInterval time.Duration
-	// StepWorkers and ApplyWorkers shard the groups (default 2 and 2).
+	// StepWorkers and ApplyWorkers shard the groups (default 1 and 2).
+	// Step passes are bound by the log's fsync, not by CPU: one worker
+	// persists every group of a pass with one fsync, while two workers
+	// only take turns at the fsync with half the entries each (16 groups,
+	// 256 proposers, 3 hosts on one disk: 47 k/s with one, 25 k/s with
+	// two, in back-to-back runs).
 	StepWorkers  int
 	ApplyWorkers int
 	// Snapshot are the node-wide snapshot limits (rates and concurrency).
@@ -58,7 +63,7 @@ func (c *Config) fill() error {
 		c.TickInterval = 100 * time.Millisecond
 	}
 	if c.StepWorkers <= 0 {
-		c.StepWorkers = 2
+		c.StepWorkers = 1
 	}
 	if c.ApplyWorkers <= 0 {
 		c.ApplyWorkers = 2
