@@ -1,0 +1,76 @@
+package engine
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/skiffdb/skiff/raftpb"
+)
+
+// quiesced reports whether group g's replica on e stopped ticking.
+func quiesced(e *Engine, g raftpb.GroupID) bool {
+	n, err := e.node(g)
+	if err != nil {
+		return false
+	}
+	n.sw.mu.Lock()
+	defer n.sw.mu.Unlock()
+	_, ticking := n.sw.active[n]
+	return !ticking
+}
+
+// waitFor polls cond every tick until it holds or ctx ends.
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tk := time.NewTicker(5 * time.Millisecond)
+	defer tk.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %v", what, ctx.Err())
+		case <-tk.C:
+		}
+	}
+}
+
+// TestReviewWokenFollowerDisruptsQuiescedLeader: a follower woken by local
+// housekeeping (a command through node.do) ticks again while its leader
+// stays quiesced and sends no heartbeat; an election timeout later it
+// campaigns and deposes a healthy leader.
+func TestReviewWokenFollowerDisruptsQuiescedLeader(t *testing.T) {
+	reviewBug(t, "a quiesced follower woken by a local command (node.do → drainMailbox → wake, step.go:236; e.g. "+
+		"CancelSnapshotTransfers, a snapshot's SetSnapshot/Compact) resumes ticking while its quiesced leader sends no "+
+		"heartbeats; an election timeout later it campaigns and (without CheckQuorum's lease) forces an election")
+	es := tcpCluster(t, 3, func(gc *GroupConfig) {
+		gc.PreVote, gc.CheckQuorum = true, false
+		gc.Quiesce, gc.QuiesceTicks = true, 20
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lead, err := es[0].WaitLeader(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es[0].Propose(ctx, 1, []byte("a=1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "all replicas quiesce", func() bool {
+		return quiesced(es[0], 1) && quiesced(es[1], 1) && quiesced(es[2], 1)
+	})
+	st, _ := es[lead-1].GroupStatus(1)
+	follower := es[lead%3]
+	// Local housekeeping on the follower: no message reaches the leader.
+	if err := follower.CancelSnapshotTransfers(ctx, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Three election timeouts (10 ticks of 10ms each).
+	wait, cancelWait := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelWait()
+	<-wait.Done()
+	st2, _ := es[lead-1].GroupStatus(1)
+	if st2.Term != st.Term || st2.Leader != lead {
+		t.Fatalf("waking a follower disrupted the quiesced leader: term %d → %d, leader %d → %d",
+			st.Term, st2.Term, lead, st2.Leader)
+	}
+}
