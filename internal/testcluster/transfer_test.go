@@ -66,15 +66,22 @@ func waitReceived(c *Cluster, i int, frac float64) skiff.Transfer {
 // finishes at once after the last full one, too fast to poll).
 func waitLastChunk(c *Cluster, i int) skiff.Transfer {
 	c.t.Helper()
-	var seen skiff.Transfer
-	c.Eventually(fmt.Sprintf("host %d has less than two chunks to receive", i), func() bool {
+	var seen, last skiff.Transfer
+	ok := c.poll(WaitTimeout, func() bool {
 		tr, ok := receiving(c, i)
+		if ok {
+			last = tr
+		}
 		if !ok || tr.BytesTotal == 0 || tr.BytesDone+2*chunk <= tr.BytesTotal {
 			return false
 		}
 		seen = tr
 		return true
 	})
+	if !ok {
+		c.t.Fatalf("host %d never had less than two chunks to receive: last progress seen %+v, %d installs",
+			i, last, hostEvents(c, i, skiff.SnapshotInstalled, 1))
+	}
 	return seen
 }
 
