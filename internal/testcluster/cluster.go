@@ -486,8 +486,6 @@ func (c *Cluster) Wipe(i int) {
 	if c.Host(i) != nil {
 		c.Stop(i)
 	}
-	c.mu.Lock()
-	c.mu.Unlock()
 	fs := c.newDisk()
 	c.mu.Lock()
 	c.hosts[i].fs = fs
