@@ -190,6 +190,9 @@ func (e *Engine) node(g raftpb.GroupID) (*node, error) {
 		return nil, ErrClosed
 	case !ok:
 		return nil, fmt.Errorf("%w: %d", ErrGroupNotFound, g)
+	case n == nil:
+		// Reserved by a StartGroup still opening it.
+		return nil, fmt.Errorf("%w: %d is starting", ErrGroupNotFound, g)
 	}
 	return n, nil
 }
