@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -109,43 +111,109 @@ func TestRandomCrashesUnderWritesLoseNoAcknowledgedWrite(t *testing.T) {
 	defer bug.skip(t)
 	synctest.Test(t, func(t *testing.T) {
 		c := New(t, Config{Seed: 53, Group: compacting})
-		c.WaitLeader(1)
-		rng := rand.New(rand.NewPCG(53, 1))
-		stop := writers(c, 1, 3, value(1, 100))
-		for round := 0; round < 12; round++ {
-			<-time.After(time.Duration(10+rng.IntN(400)) * time.Millisecond)
-			victim := rng.IntN(c.N())
-			c.Crash(victim)
-			<-time.After(time.Duration(rng.IntN(300)) * time.Millisecond)
-			if err := c.TryRestart(victim); err != nil {
-				t.Fatalf("round %d: host %d does not restart after a power cut: %v", round, victim, err)
-			}
-		}
-		acked := stop()
-		if _, err := c.TryWaitConverged(1); err != nil {
-			if stuck := stuckBehindCompaction(c, 1); stuck != "" {
-				bug.found("a restarted follower whose log ends below the leader's first index gets no "+
-					"snapshot: no transfer, no SnapshotSent, and leader and follower exchange message "+
-					"batches with no pause (tens of thousands per second of real time with no network "+
-					"delay, which kept the synctest bubble busy forever; seen about once in 50 runs of "+
-					"seed 53, with Crash and with Kill alike, so not lost unsynced data): %s", stuck)
-				return
-			}
-			t.Fatal(err)
-		}
-		t.Logf("%d acknowledged writes across 12 power cuts", len(acked))
-		if len(acked) < 100 {
-			t.Fatalf("only %d writes acknowledged", len(acked))
-		}
-		for i := 0; i < c.N(); i++ {
-			for _, k := range acked {
-				if v, _ := c.StaleRead(i, 1, []byte(k)); v == nil {
-					t.Fatalf("host %d lost acknowledged write %s", i, k)
-				}
-			}
-		}
-		noFailures(t, c)
+		randomCrashes(t, c, rand.New(rand.NewPCG(53, 1)), &bug)
 	})
+}
+
+// The same power cuts on a network that delivers at once. NB: about one
+// run in fifty then meets the livelock randomCrashes describes, which
+// keeps the synctest bubble busy so that fake time stops and the test
+// hangs; set SKIFF_TEST_LIVELOCK=1 to run 200 seeds, with a watchdog that
+// prints the stuck cluster and exits after 20 s of real time.
+func TestRandomCrashesOnInstantNetwork(t *testing.T) {
+	if os.Getenv("SKIFF_TEST_LIVELOCK") == "" {
+		t.Skip("engine bug: livelock of a follower below the leader's compacted log (see randomCrashes); " +
+			"it hangs this test about once in fifty runs: set SKIFF_TEST_LIVELOCK=1 to reproduce")
+	}
+	var current atomic.Pointer[Cluster]
+	var progress atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
+	go watchdog(&current, &progress, done)
+	for seed := uint64(1); seed <= 200; seed++ {
+		var bug engineBug
+		synctest.Test(t, func(t *testing.T) {
+			c := New(t, Config{Seed: int64(seed), Group: compacting})
+			c.Network().SetDelay(0, 0)
+			current.Store(c)
+			progress.Add(1)
+			randomCrashes(t, c, rand.New(rand.NewPCG(seed, 1)), &bug)
+			current.Store(nil)
+		})
+		bug.skip(t)
+	}
+}
+
+// watchdog runs outside the bubble: if a run makes no progress for 20 s
+// of real time, it prints the cluster's state and exits the process (a
+// busy bubble cannot be stopped from outside).
+func watchdog(current *atomic.Pointer[Cluster], progress *atomic.Int64, done chan struct{}) {
+	last, since := int64(-1), time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		if p := progress.Load(); p != last {
+			last, since = p, time.Now()
+			continue
+		}
+		c := current.Load()
+		if c == nil || time.Since(since) < 20*time.Second {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "livelock in run %d: %s\n", last, stuckBehindCompaction(c, 1))
+		for i := 0; i < c.N(); i++ {
+			st, err := c.Status(i, 1)
+			fmt.Fprintf(os.Stderr, "  host %d: replica %d term %d leader %d log [%d, %d] applied %d snapshot %d transfers %v (%v)\n",
+				i, st.ReplicaID, st.Term, st.Leader, st.FirstIndex, st.LastIndex, st.Applied, st.Snapshot.Index, st.Transfers, err)
+		}
+		os.Exit(3)
+	}
+}
+
+// randomCrashes cuts the power of a random host at random points under
+// writes, twelve times, restarting it each time, then checks that every
+// acknowledged write is on every replica.
+func randomCrashes(t *testing.T, c *Cluster, rng *rand.Rand, bug *engineBug) {
+	c.WaitLeader(1)
+	stop := writers(c, 1, 3, value(1, 100))
+	for round := 0; round < 12; round++ {
+		<-time.After(time.Duration(10+rng.IntN(400)) * time.Millisecond)
+		victim := rng.IntN(c.N())
+		c.Crash(victim)
+		<-time.After(time.Duration(rng.IntN(300)) * time.Millisecond)
+		if err := c.TryRestart(victim); err != nil {
+			t.Fatalf("round %d: host %d does not restart after a power cut: %v", round, victim, err)
+		}
+	}
+	acked := stop()
+	if _, err := c.TryWaitConverged(1); err != nil {
+		if stuck := stuckBehindCompaction(c, 1); stuck != "" {
+			bug.found("a restarted follower whose log ends below the leader's first index gets no "+
+				"snapshot: no transfer, no SnapshotSent, and leader and follower exchange message "+
+				"batches with no pause (with instant delivery, tens of thousands per second of real "+
+				"time, which keeps the synctest bubble busy forever; seen about once in 50 runs of "+
+				"seed 53, with Crash and with Kill alike, so not lost unsynced data): %s", stuck)
+			return
+		}
+		t.Fatal(err)
+	}
+	t.Logf("%d acknowledged writes across 12 power cuts", len(acked))
+	if len(acked) < 100 {
+		t.Fatalf("only %d writes acknowledged", len(acked))
+	}
+	for i := 0; i < c.N(); i++ {
+		for _, k := range acked {
+			if v, _ := c.StaleRead(i, 1, []byte(k)); v == nil {
+				t.Fatalf("host %d lost acknowledged write %s", i, k)
+			}
+		}
+	}
+	noFailures(t, c)
 }
 
 // Linearizable reads on followers see every acknowledged write, even
