@@ -459,10 +459,11 @@ func (c *Cluster) Restart(i int) {
 
 // TryRestart is Restart returning its error.
 //
-// NB: the host becomes visible to Host(i) (and so to Propose, Leader and
-// the other helpers) only once its replicas started: a Host method called
-// for a group whose StartGroup is in progress panics (engine bug, see
-// TestStatusDuringStartGroupDoesNotPanic).
+// The host becomes visible to Host(i) (and so to Propose, Leader and the
+// other helpers) only once its replicas started, so that helpers running
+// on other goroutines do not see a half-started host. (Host methods
+// called during StartGroup used to panic: see
+// TestStatusDuringStartGroupDoesNotPanic.)
 func (c *Cluster) TryRestart(i int) error {
 	host, err := c.open(i)
 	if err != nil {
