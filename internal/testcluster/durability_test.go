@@ -122,8 +122,12 @@ func TestRandomCrashesUnderWritesLoseNoAcknowledgedWrite(t *testing.T) {
 // prints the stuck cluster and exits after 20 s of real time.
 func TestRandomCrashesOnInstantNetwork(t *testing.T) {
 	if os.Getenv("SKIFF_TEST_LIVELOCK") == "" {
-		t.Skip("engine bug: livelock of a follower below the leader's compacted log (see randomCrashes); " +
-			"it hangs this test about once in fifty runs: set SKIFF_TEST_LIVELOCK=1 to reproduce")
+		t.Skip("engine bug: after power cuts a restarted follower can stay a few entries behind the " +
+			"leader for ever while the two exchange message batches with no pause (seen with its log " +
+			"ending below the leader's first index, no snapshot offered: seed 53; and inside the " +
+			"leader's log, [677, 693] against [661, 696]: seed 17); with instant delivery that keeps " +
+			"the synctest bubble busy and the test hangs (about one seed in twenty): set " +
+			"SKIFF_TEST_LIVELOCK=1 to reproduce (a watchdog prints the stuck cluster)")
 	}
 	var current atomic.Pointer[Cluster]
 	var progress atomic.Int64
