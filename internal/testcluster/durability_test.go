@@ -128,7 +128,7 @@ func TestRandomCrashesOnInstantNetwork(t *testing.T) {
 			"replica 1 (log [162, 184]), which rejects with hint 184; the leader resends the same " +
 			"MsgReplicate at once, for ever (tens of thousands of batches per second; in seed 53 the " +
 			"leader had even compacted past the follower, to 479 against its 476, which compaction " +
-			"only does past a follower's Match). So (1) the follower's acknowledged Match was above " +
+			"only does past a follower's Match). Most likely (inferred, not traced in the core) (1) the follower's acknowledged Match was above " +
 			"what survived its restart (an ack before persisting, or an install acked before it was " +
 			"durable), and (2) a rejection at or below Match is answered by an immediate resend " +
 			"instead of a probe from the hint or waiting for the next heartbeat. With instant " +
