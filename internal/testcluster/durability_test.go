@@ -122,18 +122,18 @@ func TestRandomCrashesUnderWritesLoseNoAcknowledgedWrite(t *testing.T) {
 // prints the stuck cluster and exits after 20 s of real time.
 func TestRandomCrashesOnInstantNetwork(t *testing.T) {
 	if os.Getenv("SKIFF_TEST_LIVELOCK") == "" {
-		t.Skip("engine bug: after power cuts (Crash or Kill alike) the leader can believe a restarted " +
-			"follower holds entries its log no longer has, and then livelocks: seed 82 of this test, " +
-			"leader replica 3 log [182, 193] sends MsgReplicate(index 186, logterm 2, 7 entries) to " +
-			"replica 1 (log [162, 184]), which rejects with hint 184; the leader resends the same " +
-			"MsgReplicate at once, for ever (tens of thousands of batches per second; in seed 53 the " +
-			"leader had even compacted past the follower, to 479 against its 476, which compaction " +
-			"only does past a follower's Match). Most likely (inferred, not traced in the core) (1) the follower's acknowledged Match was above " +
-			"what survived its restart (an ack before persisting, or an install acked before it was " +
-			"durable), and (2) a rejection at or below Match is answered by an immediate resend " +
-			"instead of a probe from the hint or waiting for the next heartbeat. With instant " +
-			"delivery this keeps the synctest bubble busy and hangs the test (about one seed in 40): " +
-			"set SKIFF_TEST_LIVELOCK=1 to reproduce (a watchdog prints the stuck cluster)")
+		t.Skip("engine bug: after power cuts (Crash or Kill alike) the leader's Match for a restarted " +
+			"follower can exceed the follower's last index, and the pair then livelocks: seed 82 of " +
+			"this test, leader replica 3 log [182, 193] sends MsgReplicate(index 186, logterm 2, 7 " +
+			"entries) to replica 1 (log [162, 184]), which rejects with hint 184; in StateProbe " +
+			"tracker.MaybeDecrTo sets Next = max(min(186, 185), Match+1) = 187 (Match = 186), so the " +
+			"leader resends the same probe at once, for ever (tens of thousands of batches per " +
+			"second; in seed 53 the leader had even compacted to 479 past the follower's 476). The " +
+			"clamp is right only if acks are durable: the follower acknowledged entries or a snapshot " +
+			"(up to 186) that its restart did not find, even after a kill that keeps every written " +
+			"byte, so the ack went out before the write. With instant delivery this keeps the " +
+			"synctest bubble busy and hangs the test (about one seed in 40): set " +
+			"SKIFF_TEST_LIVELOCK=1 to reproduce (a watchdog prints the stuck cluster)")
 	}
 	var current atomic.Pointer[Cluster]
 	var progress atomic.Int64
