@@ -130,8 +130,8 @@ func TestRandomCrashesOnInstantNetwork(t *testing.T) {
 			"leader resends the same probe at once, for ever (tens of thousands of batches per " +
 			"second; in seed 53 the leader had even compacted to 479 past the follower's 476). The " +
 			"clamp is right only if acks are durable: the follower acknowledged entries or a snapshot " +
-			"(up to 186) that its restart did not find, even after a kill that keeps every written " +
-			"byte, so the ack went out before the write. With instant delivery this keeps the " +
+			"(up to 186) that its restart did not find; seed 53 does the same with Kill in place of " +
+			"Crash, which keeps every written byte, so the ack went out before the write. With instant delivery this keeps the " +
 			"synctest bubble busy and hangs the test (about one seed in 40): set " +
 			"SKIFF_TEST_LIVELOCK=1 to reproduce (a watchdog prints the stuck cluster)")
 	}
