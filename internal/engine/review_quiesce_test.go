@@ -2,10 +2,14 @@ package engine
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/transport"
 )
 
 // quiesced reports whether group g's replica on e stopped ticking.
@@ -72,5 +76,85 @@ func TestReviewWokenFollowerDisruptsQuiescedLeader(t *testing.T) {
 	if st2.Term != st.Term || st2.Leader != lead {
 		t.Fatalf("waking a follower disrupted the quiesced leader: term %d → %d, leader %d → %d",
 			st.Term, st2.Term, lead, st2.Leader)
+	}
+}
+
+// lossyTransport drops the leader's appends (MsgReplicate) while drop is
+// set; heartbeats and everything else go through.
+type lossyTransport struct {
+	*transport.TCP
+	drop atomic.Bool
+}
+
+func (l *lossyTransport) Send(addr string, msgs []raftpb.Message) bool {
+	if !l.drop.Load() {
+		return l.TCP.Send(addr, msgs)
+	}
+	kept := make([]raftpb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Type != raftpb.MsgReplicate {
+			kept = append(kept, m)
+		}
+	}
+	return l.TCP.Send(addr, kept)
+}
+
+// TestReviewQuiesceWithUncommittedEntries: the quiesce rule counts only
+// activity, not pending work: a leader whose appends were lost quiesces
+// with an uncommitted entry (heartbeats and their responses are not
+// activity), the followers too, and once the network recovers nobody
+// ticks, so the entry never commits and its proposal hangs.
+func TestReviewQuiesceWithUncommittedEntries(t *testing.T) {
+	reviewBug(t, "onTick (step.go:329) quiesces a leader whose log holds uncommitted entries (lastIndex > commit, "+
+		"followers' Match < lastIndex): after lost appends the group goes silent with the proposal pending "+
+		"and nothing ever retransmits it")
+	trs, members := tcpTransports(t, 3)
+	var lossy []*lossyTransport
+	var es []*Engine
+	for i := 0; i < 3; i++ {
+		lt := &lossyTransport{TCP: trs[i]}
+		lossy = append(lossy, lt)
+		e, err := Open(Config{Dir: "h", FS: vfs.NewMem(), Transport: lt, TickInterval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		es = append(es, e)
+		if err := e.StartGroup(context.Background(), GroupConfig{Group: 1, Replica: raftpb.ReplicaID(i + 1),
+			Members: members, PreVote: true, CheckQuorum: true, Quiesce: true, QuiesceTicks: 20}, newKV); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lead, err := es[0].WaitLeader(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es[lead-1].Propose(ctx, 1, []byte("a=1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lossy {
+		l.drop.Store(true)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := es[lead-1].Propose(ctx, 1, []byte("b=2"))
+		res <- err
+	}()
+	waitFor(ctx, t, "all replicas quiesce", func() bool {
+		return quiesced(es[0], 1) && quiesced(es[1], 1) && quiesced(es[2], 1)
+	})
+	for _, l := range lossy {
+		l.drop.Store(false)
+	}
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		st, _ := es[lead-1].GroupStatus(1)
+		t.Fatalf("proposal still pending 2s after the network recovered: leader commit %d last %d", st.Commit, st.LastIndex)
 	}
 }
