@@ -43,9 +43,10 @@ func catch(fn func()) (p any) {
 	return nil
 }
 
+// TestReviewRequestWhileGroupOpens: requests for a group whose StartGroup
+// is still opening it fail (not found) instead of using the nil placeholder
+// (regression test: fixed in d9f96f6 while this review ran).
 func TestReviewRequestWhileGroupOpens(t *testing.T) {
-	reviewBug(t, "Engine.node (engine.go:222) returns (nil, nil) for a group whose StartGroup is still in openNode "+
-		"(e.nodes[g] = nil reserves the ID), so Propose/Read/GroupStatus/StaleRead/... dereference a nil *node and panic")
 	e, release, started := openingEngine(t)
 	defer e.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
