@@ -515,6 +515,15 @@ func (n *node) offerSnapshot(m *raftpb.Message) bool {
 	return true
 }
 
+// transientInstallError reports whether an install was refused for a
+// reason that passes by itself (the seeds' EBUSY, a full receive slot, the
+// host or group stopping), as opposed to a failed transfer or load.
+// A transfer canceled by CancelSnapshotTransfers is reported.
+func (n *node) transientInstallError(err error) bool {
+	return errors.Is(err, snapshot.ErrBusy) || errors.Is(err, snapshot.ErrNoSlot) ||
+		errors.Is(err, snapshot.ErrHostDown) || n.ctx.Err() != nil
+}
+
 // isNonVoter reports whether id is a non-voter in the membership in
 // effect (step worker).
 func (n *node) isNonVoter(id raftpb.ReplicaID) bool {
@@ -655,9 +664,15 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 				if err == nil {
 					err = fmt.Errorf("term changed (leader term %d, ours %d)", f.Term, resp.Term)
 				}
-				n.log.Info("snapshot install failed", "index", meta.Index, "from", f.From, "err", err)
-				n.e.metrics.failures.WithLabelValues("snapshot_install").Inc()
-				n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotFailed, Group: n.group, Replica: n.replica, Index: meta.Index, Err: err})
+				if n.transientInstallError(err) {
+					// Busy saving, no free slot, or shutting down: the
+					// leader offers it again; not a failure to report.
+					n.log.Debug("snapshot install deferred", "index", meta.Index, "from", f.From, "err", err)
+				} else {
+					n.log.Info("snapshot install failed", "index", meta.Index, "from", f.From, "err", err)
+					n.e.metrics.failures.WithLabelValues("snapshot_install").Inc()
+					n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotFailed, Group: n.group, Replica: n.replica, Index: meta.Index, Err: err})
+				}
 				n.do(func() { n.raft.InstallFailed(meta) })
 			}
 		})

@@ -106,6 +106,10 @@ type hostState struct {
 	groups map[skiff.GroupID]*replica
 	// sms is the state machine last created for each group.
 	sms map[skiff.GroupID]statemachine.StateMachine
+	// incarnation counts the host's opens and crashes: events of an
+	// incarnation that crashed are not recorded (a crashed host does
+	// nothing after the crash instant; its teardown is not history).
+	incarnation int
 }
 
 // replica is a group's replica on a host.
@@ -274,8 +278,16 @@ func (c *Cluster) open(i int) (*skiff.Host, error) {
 	hc.Dir, hc.FS = dataDir, fs
 	hc.Transport = c.net.Endpoint(h.addr, DeploymentID)
 	user := hc.Listener
+	c.mu.Lock()
+	h.incarnation++
+	inc := h.incarnation
+	c.mu.Unlock()
 	hc.Listener = func(e skiff.Event) {
 		c.mu.Lock()
+		if c.hosts[i].incarnation != inc {
+			c.mu.Unlock()
+			return
+		}
 		c.events = append(c.events, HostEvent{Host: i, Event: e})
 		c.mu.Unlock()
 		if user != nil {
@@ -414,8 +426,14 @@ func (c *Cluster) crash(i, pct int) {
 		pct = c.rng.IntN(101)
 	}
 	rng := rand.New(rand.NewPCG(c.rng.Uint64(), c.rng.Uint64()))
-	// Clone first: from here on nothing the host does reaches the clone,
-	// which is what a power cut at this instant leaves on the disk.
+	// Cut the network first, then clone: from here on nothing the host
+	// does reaches the clone, which is what a power cut at this instant
+	// leaves on the disk — and nothing it does reaches the other hosts
+	// either. (Cloning first let the host, until Close, fsync to the old
+	// disk and acknowledge entries the clone does not hold: a follower
+	// then came back below the Match the leader had recorded for it.)
+	h.incarnation++
+	c.net.Endpoint(h.addr, DeploymentID).Close()
 	h.fs = h.fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng})
 	h.host = nil
 	c.mu.Unlock()
