@@ -81,7 +81,7 @@ func startBlocked(t *testing.T, sm *trackKV) (*Engine, <-chan error) {
 // TestReviewRequestSnapshotIgnoresContext: RequestSnapshot's capture waits
 // for the apply worker with the node's context, not the caller's.
 func TestReviewRequestSnapshotIgnoresContext(t *testing.T) {
-	reviewBug(t, "execSM.Capture (snap.go:218) waits for the apply worker with n.ctx, so Engine.RequestSnapshot "+
+	reviewBug(t, "execSM.Capture (snap.go:230) waits for the apply worker with n.ctx, so Engine.RequestSnapshot "+
 		"(api.go:140) blocks past its caller's context for as long as the apply worker is busy "+
 		"(a long Apply or restore of any group of the shard)")
 	sm := newTrackKV()

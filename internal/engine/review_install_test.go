@@ -38,7 +38,7 @@ func (s *ctxRestoreKV) Restore(ctx context.Context, r io.Reader, files []statema
 // StateMachine.Restore; the rsm records the canceled restore as a fatal
 // state machine error, and the replica never installs a snapshot again.
 func TestReviewCancelTransferDuringRestore(t *testing.T) {
-	reviewBug(t, "a restore that fails after the fetch published the snapshot (here: CancelSnapshotTransfers, api.go:286, "+
+	reviewBug(t, "a restore that fails after the fetch published the snapshot (here: CancelSnapshotTransfers, api.go:281, "+
 		"cancels the install ctx that execSM.Restore, snap.go:238, hands to StateMachine.Restore) leaves the replica "+
 		"stuck: every retry's fetch fails 'stale snapshot: snapshot 100, latest is 100' (the store refuses to re-create "+
 		"the index it already published, and the executor never loads it), until the leader snapshots past it; and "+

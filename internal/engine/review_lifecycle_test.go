@@ -72,7 +72,7 @@ func TestReviewRequestWhileGroupOpens(t *testing.T) {
 }
 
 func TestReviewCloseWhileGroupOpens(t *testing.T) {
-	reviewBug(t, "Engine.Close (engine.go:162-170) collects the nil placeholder a StartGroup in progress left in "+
+	reviewBug(t, "Engine.Close (engine.go:146-153) collects the nil placeholder a StartGroup in progress left in "+
 		"e.nodes and calls n.stop(ErrClosed) on it: nil-pointer panic")
 	e, release, started := openingEngine(t)
 	closed := make(chan any, 1)

@@ -43,7 +43,7 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 // stays quiesced and sends no heartbeat; an election timeout later it
 // campaigns and deposes a healthy leader.
 func TestReviewWokenFollowerDisruptsQuiescedLeader(t *testing.T) {
-	reviewBug(t, "a quiesced follower woken by a local command (node.do → drainMailbox → wake, step.go:236; e.g. "+
+	reviewBug(t, "a quiesced follower woken by a local command (node.do → drainMailbox → wake, step.go:307-312; e.g. "+
 		"CancelSnapshotTransfers, a snapshot's SetSnapshot/Compact) resumes ticking while its quiesced leader sends no "+
 		"heartbeats; an election timeout later it campaigns and (without CheckQuorum's lease) forces an election")
 	es := tcpCluster(t, 3, func(gc *GroupConfig) {
@@ -105,7 +105,7 @@ func (l *lossyTransport) Send(addr string, msgs []raftpb.Message) bool {
 // activity), the followers too, and once the network recovers nobody
 // ticks, so the entry never commits and its proposal hangs.
 func TestReviewQuiesceWithUncommittedEntries(t *testing.T) {
-	reviewBug(t, "onTick (step.go:329) quiesces a leader whose log holds uncommitted entries (lastIndex > commit, "+
+	reviewBug(t, "onTick (step.go:420) quiesces a leader whose log holds uncommitted entries (lastIndex > commit, "+
 		"followers' Match < lastIndex): after lost appends the group goes silent with the proposal pending "+
 		"and nothing ever retransmits it")
 	trs, members := tcpTransports(t, 3)

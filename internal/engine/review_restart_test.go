@@ -19,7 +19,7 @@ import (
 // the compaction point and raft.New refuses the log.
 func TestReviewRestartAfterCompaction(t *testing.T) {
 	reviewBug(t, "the stored HardState.Commit can end below the log's first index after a snapshot+compaction: "+
-		"handleReadies (step.go:193) keeps commit-only HardStates unsynced, execLog.SetSnapshot (snap.go:153) "+
+		"handleReadies (step.go:208) keeps commit-only HardStates unsynced, execLog.SetSnapshot (snap.go:153) "+
 		"records the snapshot with SaveBatch{Snapshot} without raising Commit, Compact drops the entries, and on "+
 		"restart raft.loadState (raft.go:193) fails 'hard state commit outside log': the group cannot start")
 	fs := vfs.NewMem()
