@@ -143,7 +143,9 @@ func (e *Engine) RequestSnapshot(ctx context.Context, g raftpb.GroupID, opt snap
 		return 0, err
 	}
 	before, _ := n.exec.LastSnapshot()
+	n.captureCtx.Store(&ctx)
 	idx, err := n.exec.RequestSnapshot(ctx, opt)
+	n.captureCtx.CompareAndSwap(&ctx, nil)
 	if err == nil && !opt.Exported && idx > before {
 		n.snapshotCreated(idx)
 	}

@@ -146,7 +146,9 @@ func (e *Engine) Close() error {
 	e.closed = true
 	nodes := make([]*node, 0, len(e.nodes))
 	for _, n := range e.nodes {
-		nodes = append(nodes, n)
+		if n != nil { // nil: a StartGroup still opening; it sees closed
+			nodes = append(nodes, n)
+		}
 	}
 	e.mu.Unlock()
 	for _, n := range nodes {

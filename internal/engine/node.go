@@ -45,7 +45,7 @@ type node struct {
 
 	// installCancels cancel the installs in progress (imu), by index.
 	imu            sync.Mutex
-	installCancels map[uint64]context.CancelFunc
+	installCancels map[uint64]context.CancelFunc // by a host-unique key
 
 	// ctx is canceled when the node stops; background goroutines use it.
 	ctx    context.Context
@@ -98,6 +98,9 @@ type node struct {
 	trigger *snapshot.Trigger
 	waiting []*readBatch // reads waiting for applied >= index
 	saving  atomic.Bool  // a snapshot save goroutine is running
+	// captureCtx is the context of a RequestSnapshot in progress, which
+	// bounds its capture's wait for the apply worker.
+	captureCtx atomic.Pointer[context.Context]
 	// restored is the index of the last snapshot restored by an install,
 	// so that SetSnapshot knows it completes an install, not a save.
 	restored atomic.Uint64
@@ -561,10 +564,13 @@ func (n *node) doQuiet(fn func()) bool {
 	return n.mailbox(func() { n.quietCmds = append(n.quietCmds, fn) })
 }
 
-// doWait runs fn on the step worker and waits for it.
+// doWait runs fn on the step worker and waits for it. It is for the
+// engine's own housekeeping (recording snapshots, compacting, canceling
+// transfers), which is no group activity: it does not wake a quiesced
+// group (a follower woken alone would campaign against its silent leader).
 func (n *node) doWait(ctx context.Context, fn func() error) error {
 	done := make(chan error, 1)
-	if !n.do(func() { done <- fn() }) {
+	if !n.doQuiet(func() { done <- fn() }) {
 		return n.stoppedErr()
 	}
 	select {
@@ -636,6 +642,13 @@ func (n *node) stop(err error) {
 func (n *node) closeResources() {
 	n.closeOnce.Do(func() {
 		n.bg.Wait()
+		// No worker runs the node any more: release the snapshots it
+		// still offered, so that they are not pinned until the sender's
+		// idle timeout.
+		for peer, s := range n.sending {
+			n.e.sender.Release(s.reader)
+			delete(n.sending, peer)
+		}
 		if n.rsm != nil {
 			if err := n.rsm.Close(); err != nil {
 				n.log.Warn("close state machine", "err", err)

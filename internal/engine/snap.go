@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/skiffdb/skiff/internal/logdb"
 	"github.com/skiffdb/skiff/internal/raft"
@@ -227,7 +228,20 @@ func (s execSM) Capture() (snapshot.Capture, error) {
 		c   *rsm.Capture
 		err error
 	)
-	if werr := n.onApply(n.ctx, func() { c, err = n.rsm.Capture(false) }); werr != nil {
+	ctx := n.ctx
+	p := n.captureCtx.Load()
+	if p != nil {
+		// A RequestSnapshot waits: its deadline bounds the wait for the
+		// apply worker too (the executor's Capture takes no context).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(n.ctx)
+		defer cancel()
+		defer context.AfterFunc(*p, cancel)()
+	}
+	if werr := n.onApply(ctx, func() { c, err = n.rsm.Capture(false) }); werr != nil {
+		if p != nil && (*p).Err() != nil {
+			return nil, (*p).Err()
+		}
 		return nil, werr
 	}
 	if err != nil {
@@ -236,9 +250,13 @@ func (s execSM) Capture() (snapshot.Capture, error) {
 	return capture{c: c, n: n}, nil
 }
 
-func (s execSM) Restore(ctx context.Context, r *snapshot.Reader) error {
+func (s execSM) Restore(_ context.Context, r *snapshot.Reader) error {
 	n := s.n
 	meta := r.Meta()
+	// Once fetched, a snapshot is loaded to the end: a state machine
+	// interrupted mid-restore is broken (rsm makes it fatal), so only the
+	// node stopping ends a restore, not CancelSnapshotTransfers.
+	ctx := n.ctx
 	var err error
 	if werr := n.onApply(ctx, func() {
 		if applied, _ := n.rsm.LastApplied(); applied >= meta.Index {
@@ -259,20 +277,40 @@ func (s execSM) Restore(ctx context.Context, r *snapshot.Reader) error {
 	return nil
 }
 
-// onApply runs fn on the node's apply worker and waits for it.
+// onApply runs fn on the node's apply worker and waits for it. If ctx
+// ends first, fn is not run at all — or, if it already started, onApply
+// waits for it and reports success — so a caller never loses what fn
+// made (a capture that nobody releases would pin its state machine
+// snapshot).
 func (n *node) onApply(ctx context.Context, fn func()) error {
+	const (
+		pending = iota
+		running
+		abandoned
+	)
+	var state atomic.Int32
 	done := make(chan struct{})
 	n.aw.submit(n, applyTask{fn: func() {
 		defer close(done)
-		fn()
+		if state.CompareAndSwap(pending, running) {
+			fn()
+		}
 	}})
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		if state.CompareAndSwap(pending, abandoned) {
+			return ctx.Err()
+		}
+		<-done
+		return nil
 	case <-n.aw.done:
-		return ErrClosed
+		if state.CompareAndSwap(pending, abandoned) {
+			return ErrClosed
+		}
+		<-done
+		return nil
 	}
 }
 

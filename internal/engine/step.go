@@ -418,7 +418,7 @@ func (n *node) onTick(now time.Time) {
 	n.tickCount++
 	n.idleTicks++
 	if n.cfg.Quiesce && n.idleTicks > n.cfg.QuiesceTicks && len(n.sending) == 0 &&
-		len(n.readBatch) == 0 && len(n.parked) == 0 && len(n.parkedReads) == 0 && n.raft.Status().Installing == 0 {
+		len(n.readBatch) == 0 && len(n.parked) == 0 && len(n.parkedReads) == 0 && n.settled() {
 		// Every replica of the group counts the same activity, so they
 		// quiesce within a tick of each other, well inside an election
 		// timeout: nobody campaigns against a silent leader.
@@ -552,6 +552,23 @@ func (w *stepWorker) setActive(n *node, on bool) {
 	w.mu.Unlock()
 }
 
+// settled reports whether the group has nothing in flight that needs
+// ticks to finish: no install, everything committed, and on a leader every
+// follower holding the whole log (else a lost append would never be
+// retried by a quiesced leader).
+func (n *node) settled() bool {
+	st := n.raft.Status()
+	if st.Installing != 0 || st.LastIndex > st.HardState.Commit {
+		return false
+	}
+	for _, pr := range st.Progress {
+		if pr.Match < st.LastIndex {
+			return false
+		}
+	}
+	return true
+}
+
 // wake ends quiescence: the group is active (step worker).
 func (n *node) wake() {
 	n.idleTicks = 0
@@ -624,7 +641,8 @@ func (n *node) runAfterPersist(err error) {
 func (n *node) startInstall(f raft.SnapshotFetch) {
 	if len(f.Context) != 8 {
 		n.log.Warn("snapshot offer without a reader", "index", f.Meta.Index, "from", f.From)
-		n.raft.InstallFailed(f.Meta)
+		meta := f.Meta
+		n.do(func() { n.raft.InstallFailed(meta) }) // not between Ready and Advance
 		return
 	}
 	req := snapshot.InstallRequest{From: f.From, Meta: f.Meta,
@@ -635,15 +653,16 @@ func (n *node) startInstall(f raft.SnapshotFetch) {
 	}
 	meta := f.Meta
 	ctx, cancel := context.WithCancel(n.ctx)
+	key := n.e.nextKey() // a retry of the same snapshot has its own entry
 	n.imu.Lock()
-	n.installCancels[meta.Index] = cancel
+	n.installCancels[key] = cancel
 	n.imu.Unlock()
 	n.bg.Add(1)
 	go func() {
 		defer n.bg.Done()
 		defer func() {
 			n.imu.Lock()
-			delete(n.installCancels, meta.Index)
+			delete(n.installCancels, key)
 			n.imu.Unlock()
 			cancel()
 		}()

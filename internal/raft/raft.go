@@ -191,7 +191,13 @@ func New(cfg Config, reader LogReader) (*Replica, error) {
 
 // loadState checks and installs the durable HardState.
 func (r *Replica) loadState(hs raftpb.HardState) error {
-	if hs.Commit < r.log.committed || hs.Commit > r.log.lastIndex() {
+	if hs.Commit < r.log.committed {
+		// The snapshot's index is committed by definition (a snapshot is
+		// of applied, hence committed, state); the stored commit may lag
+		// it because a commit-only change need not be synced.
+		hs.Commit = r.log.committed
+	}
+	if hs.Commit > r.log.lastIndex() {
 		return fmt.Errorf("raft: hard state commit %d outside log [%d, %d]",
 			hs.Commit, r.log.committed, r.log.lastIndex())
 	}

@@ -133,6 +133,15 @@ func (e *Executor) startFetchLocked(d *download) {
 	go func() {
 		defer close(d.done)
 		defer cancel()
+		if m, ok := e.cfg.Store.Latest(); ok && !req.Meta.IsEmpty() &&
+			m.Index == req.Meta.Index && m.Term == req.Meta.Term {
+			// Fetched and published by an earlier attempt whose load did
+			// not finish (canceled, failed, a crash): load it again
+			// instead of fetching (the store would refuse the same index
+			// as stale, and the replica would never install).
+			d.meta = m
+			return
+		}
 		if e.cfg.Fetch == nil {
 			d.err = fmt.Errorf("%w: no fetch configured", ErrInvalid)
 			return

@@ -202,6 +202,30 @@ func TestInstallCallerCancel(t *testing.T) {
 	}
 }
 
+// A snapshot fetched and published by an attempt whose load was cut off
+// is loaded by the next request, not fetched again (the store would refuse
+// the same index as stale, and the replica would never install).
+func TestInstallReloadsPublishedSnapshot(t *testing.T) {
+	env := newExecEnv(t)
+	env.sm.restoreGate = make(chan struct{}) // never opened: the load is cut off
+	env.sm.restoreStarted = make(chan uint64, 2)
+	m := env.leaderSnapshot(200, "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := env.installCtx(ctx, 5, m)
+	recv(t, env.sm.restoreStarted, "first load")
+	cancel()
+	if r := recv(t, ch, "first response"); r.Success {
+		t.Fatalf("cut-off load answered %+v", r)
+	}
+	env.sm.restoreGate = nil
+	if r := recv(t, env.install(5, m), "retry"); !r.Success || r.Index != 200 {
+		t.Fatalf("retry: %+v", r)
+	}
+	if n := env.fetch.callCount(); n != 1 {
+		t.Fatalf("%d fetches, want 1 (the published copy is reloaded)", n)
+	}
+}
+
 // A failed fetch answers the request with the error and leaves the
 // executor free; a failed verification at load answers with ErrChecksum
 // and advances nothing.
