@@ -580,6 +580,11 @@ func (n *node) wake() {
 
 // afterReady hands a persisted Ready's results on and advances the core.
 func (n *node) afterReady(rd *raft.Ready) {
+	if !rd.HardState.IsEmpty() {
+		// Before startInstall: the executor checks an offer's term
+		// against this (an older value made it refuse a valid offer).
+		n.term.Store(rd.HardState.Term)
+	}
 	if len(rd.Entries) > 0 || len(rd.CommittedEntries) > 0 || rd.Snapshot != nil || rd.Fetch != nil {
 		n.wake()
 	}
