@@ -263,6 +263,11 @@ func (s execSM) Restore(_ context.Context, r *snapshot.Reader) error {
 			return // already there (entries arrived while we fetched)
 		}
 		err = restoreRSM(ctx, n.rsm, r)
+		if ferr := n.rsm.Failed(); ferr != nil {
+			// The state machine is half-restored: stop the group now, so
+			// that no read is served from it.
+			n.fail(ferr)
+		}
 		if err == nil {
 			n.applied.Store(meta.Index)
 			n.serveReads(meta.Index)

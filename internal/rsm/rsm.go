@@ -167,6 +167,11 @@ func (s *RSM) OnDisk() bool { return s.onDisk != nil }
 // LastApplied returns the index and term of the last applied entry.
 func (s *RSM) LastApplied() (index, term uint64) { return s.applied, s.term }
 
+// Failed returns the error that stopped the replica's state machine (a
+// failed Apply or Restore, a corrupt entry), or nil. Everything but Close
+// returns it from then on.
+func (s *RSM) Failed() error { return s.failed }
+
 // Membership returns the membership in effect at LastApplied (a copy).
 func (s *RSM) Membership() raftpb.Membership { return s.membership.Clone() }
 
