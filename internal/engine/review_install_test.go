@@ -2,15 +2,11 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"github.com/skiffdb/skiff/raftpb"
 	"github.com/skiffdb/skiff/statemachine"
 )
 
@@ -44,37 +40,9 @@ func (s *ctxRestoreKV) Restore(ctx context.Context, r io.Reader, files []statema
 // replica failed, and every retry's fetch was refused as stale because the
 // snapshot was already published; now a published snapshot is reloaded.)
 func TestReviewCancelTransferDuringRestore(t *testing.T) {
-	trs, members := tcpTransports(t, 3)
-	gc := func(i int) GroupConfig {
-		return GroupConfig{Group: 1, Replica: raftpb.ReplicaID(i + 1), Members: members, PreVote: true,
-			CheckQuorum: true, SnapshotEntries: 50, CompactionOverhead: 5}
-	}
-	var es []*Engine
 	failures := &lastFailure{}
-	for i := 0; i < 3; i++ {
-		cfg := Config{Dir: "h", FS: vfs.NewMem(), Transport: trs[i], TickInterval: 10 * time.Millisecond}
-		if i == 2 {
-			cfg.Listener = failures
-		}
-		e, err := Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e.Close()
-		es = append(es, e)
-	}
-	for i := 0; i < 2; i++ {
-		if err := es[i].StartGroup(context.Background(), gc(i), newKV); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for i := 0; i < 120; i++ {
-		if _, err := es[i%2].Propose(ctx, 1, []byte(fmt.Sprintf("k%d=v%d", i, i))); err != nil {
-			t.Fatalf("propose %d: %v", i, err)
-		}
-	}
+	es, gc, ctx := twoOfThreeWritten(t, 120, func(c *GroupConfig) { c.SnapshotEntries, c.CompactionOverhead = 50, 5 },
+		func(c *Config) { c.Listener = failures })
 	sm := &ctxRestoreKV{kv: newKV(0, 0).(*kv), entered: make(chan struct{}), release: make(chan struct{}), first: true}
 	if err := es[2].StartGroup(ctx, gc(2), func(uint64, uint64) statemachine.StateMachine { return sm }); err != nil {
 		t.Fatal(err)
