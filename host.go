@@ -260,27 +260,57 @@ func members(ms []raftpb.Member) map[ReplicaID]string {
 }
 
 // EventKind says what an Event reports.
-type EventKind = engine.EventKind
+type EventKind uint8
 
 // Event kinds.
 const (
-	LeaderChanged     = engine.LeaderChanged
-	SnapshotCreated   = engine.SnapshotCreated
-	SnapshotSent      = engine.SnapshotSent
-	SnapshotReceived  = engine.SnapshotReceived
-	SnapshotInstalled = engine.SnapshotInstalled
-	LogCompacted      = engine.LogCompacted
-	SnapshotFailed    = engine.SnapshotFailed
-	GroupFailed       = engine.GroupFailed
+	// LeaderChanged: Leader (0: none known) leads in Term.
+	LeaderChanged = EventKind(engine.LeaderChanged)
+	// SnapshotCreated: a snapshot at Index was saved and published; Bytes
+	// is its size.
+	SnapshotCreated = EventKind(engine.SnapshotCreated)
+	// SnapshotSent: the snapshot at Index was offered to replica Peer.
+	SnapshotSent = EventKind(engine.SnapshotSent)
+	// SnapshotReceived: the snapshot at Index (Bytes) was received from
+	// Peer, verified and published.
+	SnapshotReceived = EventKind(engine.SnapshotReceived)
+	// SnapshotInstalled: the state machine was restored from the snapshot
+	// at Index and the log reset to it.
+	SnapshotInstalled = EventKind(engine.SnapshotInstalled)
+	// LogCompacted: entries up to Index were discarded.
+	LogCompacted = EventKind(engine.LogCompacted)
+	// SnapshotFailed: taking or installing a snapshot failed (Err). A
+	// refusal that passes by itself (busy saving, no free transfer slot,
+	// the host stopping) is not reported.
+	SnapshotFailed = EventKind(engine.SnapshotFailed)
+	// GroupFailed: the replica stopped on an error it cannot continue
+	// from (state machine, storage): Err.
+	GroupFailed = EventKind(engine.GroupFailed)
 )
 
-// Event is something that happened to a replica. Listeners are called
-// from the host's goroutines and must not block or call the Host.
-type Event = engine.Event
+func (k EventKind) String() string { return engine.EventKind(k).String() }
+
+// Event is something that happened to a replica of this host. Listeners
+// are called from the host's goroutines, possibly concurrently, and must
+// not block or call the Host.
+type Event struct {
+	Kind    EventKind
+	Group   GroupID
+	Replica ReplicaID // this host's replica
+	Leader  ReplicaID // LeaderChanged
+	Peer    ReplicaID // the other end of a snapshot transfer
+	Term    uint64
+	Index   uint64
+	Bytes   int64
+	Err     error
+}
 
 type listenerFunc func(Event)
 
-func (f listenerFunc) OnEvent(e Event) { f(e) }
+func (f listenerFunc) OnEvent(e engine.Event) {
+	f(Event{Kind: EventKind(e.Kind), Group: e.Group, Replica: e.Replica, Leader: e.Leader, Peer: e.Peer,
+		Term: e.Term, Index: e.Index, Bytes: e.Bytes, Err: e.Err})
+}
 
 // ImportSnapshot rebuilds this host's replica of group g from a snapshot
 // exported with RequestSnapshot(Exported), with a new membership (replica
