@@ -34,8 +34,9 @@ func Example() {
 	<-pb.got
 
 	n.Partition([]string{"a:1"}, []string{"b:1"})
-	fmt.Println("sent across the partition:", a.Send("b:1", []raftpb.Message{{Type: raftpb.MsgHeartbeat, Index: 2}}))
-	<-pa.got
+	sent := a.Send("b:1", []raftpb.Message{{Type: raftpb.MsgHeartbeat, Index: 2}})
+	<-pa.got // the unreachable report is printed by a's handler goroutine
+	fmt.Println("sent across the partition:", sent)
 
 	n.Heal()
 	a.Send("b:1", []raftpb.Message{{Type: raftpb.MsgHeartbeat, Index: 3}})
@@ -43,8 +44,8 @@ func Example() {
 	fmt.Printf("%+v\n", n.Stats())
 	// Output:
 	// a:1 -> MsgHeartbeat index=1
-	// sent across the partition: false
 	// unreachable: b:1
+	// sent across the partition: false
 	// a:1 -> MsgHeartbeat index=3
 	// {Sent:2 Delivered:2 Dropped:0 Duplicated:0 Unreachable:1 Rejected:0 ConnsCut:0}
 }
