@@ -22,50 +22,38 @@ type Session = rsm.Session
 // host, returning the state machine's result. Any replica accepts
 // proposals: followers forward them to the leader.
 func (e *Engine) Propose(ctx context.Context, g raftpb.GroupID, cmd []byte) (statemachine.Result, error) {
-	n, err := e.node(g)
-	if err != nil {
-		return statemachine.Result{}, err
-	}
-	p := newProposal(e.nextKey())
-	p.typ, p.data = raftpb.EntryNormal, rsm.EncodeProposal(nil, p.key, cmd)
-	return n.wait(ctx, p)
+	return e.proposeEntry(ctx, g, raftpb.EntryNormal, func(key uint64) []byte { return rsm.EncodeProposal(nil, key, cmd) })
 }
 
 // ProposeSession proposes cmd within a client session: retrying with the
 // same SeriesID never applies it twice (the cached result is returned).
 func (e *Engine) ProposeSession(ctx context.Context, g raftpb.GroupID, s Session, cmd []byte) (statemachine.Result, error) {
-	n, err := e.node(g)
-	if err != nil {
-		return statemachine.Result{}, err
-	}
-	p := newProposal(e.nextKey())
-	p.typ, p.data = raftpb.EntryNormal, rsm.EncodeSessionProposal(nil, p.key, s, cmd)
-	return n.wait(ctx, p)
+	return e.proposeEntry(ctx, g, raftpb.EntryNormal, func(key uint64) []byte { return rsm.EncodeSessionProposal(nil, key, s, cmd) })
 }
 
 // RegisterSession registers client session clientID in group g (a
 // replicated entry; the session survives snapshots and restarts).
 func (e *Engine) RegisterSession(ctx context.Context, g raftpb.GroupID, clientID uint64) error {
-	n, err := e.node(g)
-	if err != nil {
-		return err
-	}
-	p := newProposal(e.nextKey())
-	p.typ, p.data = raftpb.EntrySession, rsm.EncodeRegister(nil, p.key, clientID)
-	_, err = n.wait(ctx, p)
+	_, err := e.proposeEntry(ctx, g, raftpb.EntrySession, func(key uint64) []byte { return rsm.EncodeRegister(nil, key, clientID) })
 	return err
 }
 
 // UnregisterSession removes client session clientID from group g.
 func (e *Engine) UnregisterSession(ctx context.Context, g raftpb.GroupID, clientID uint64) error {
+	_, err := e.proposeEntry(ctx, g, raftpb.EntrySession, func(key uint64) []byte { return rsm.EncodeUnregister(nil, key, clientID) })
+	return err
+}
+
+// proposeEntry proposes an entry of type typ whose data encode builds
+// around a fresh proposal key, and waits for its outcome.
+func (e *Engine) proposeEntry(ctx context.Context, g raftpb.GroupID, typ raftpb.EntryType, encode func(key uint64) []byte) (statemachine.Result, error) {
 	n, err := e.node(g)
 	if err != nil {
-		return err
+		return statemachine.Result{}, err
 	}
 	p := newProposal(e.nextKey())
-	p.typ, p.data = raftpb.EntrySession, rsm.EncodeUnregister(nil, p.key, clientID)
-	_, err = n.wait(ctx, p)
-	return err
+	p.typ, p.data = typ, encode(p.key)
+	return n.wait(ctx, p)
 }
 
 // wait submits p and waits for its outcome.

@@ -15,7 +15,6 @@ import (
 	"github.com/skiffdb/skiff/internal/snapshot"
 	"github.com/skiffdb/skiff/raftpb"
 	"github.com/skiffdb/skiff/statemachine"
-	"github.com/skiffdb/skiff/transport"
 )
 
 // Engine is one host: the groups it runs, their shared log, the workers
@@ -303,36 +302,6 @@ func (h handler) HandleUnreachable(addr string) {
 	}
 }
 
-// Stats are host-wide counters.
-type Stats struct {
-	Groups                 int
-	RejectedUnknownGroup   uint64
-	RejectedNonMember      uint64
-	Transport              transport.Stats
-	LogDB                  logdb.Stats
-	SnapshotSlotsSends     int
-	SnapshotSlotsRecvs     int
-	SnapshotSlotsGenerates int
-}
-
-// Stats returns host-wide counters.
-func (e *Engine) Stats() Stats {
-	e.mu.RLock()
-	groups := len(e.nodes)
-	e.mu.RUnlock()
-	s, r, g := e.throttle.InUse()
-	return Stats{
-		Groups:                 groups,
-		RejectedUnknownGroup:   e.rejectedUnknownGroup.Load(),
-		RejectedNonMember:      e.rejectedNonMember.Load(),
-		Transport:              e.cfg.Transport.Stats(),
-		LogDB:                  e.db.Stats(),
-		SnapshotSlotsSends:     s,
-		SnapshotSlotsRecvs:     r,
-		SnapshotSlotsGenerates: g,
-	}
-}
-
 // Transfers lists the snapshot transfers in flight on this host.
 func (e *Engine) Transfers() []snapshot.Progress { return e.transfers.List() }
 
@@ -349,11 +318,7 @@ func ImportSnapshot(fs vfs.FS, dir string, exportDir string, g raftpb.GroupID, m
 	if fs == nil {
 		fs = vfs.Default
 	}
-	voters := make([]raftpb.Member, 0, len(members))
-	for id, addr := range members {
-		voters = append(voters, raftpb.Member{ID: id, Addr: addr})
-	}
-	sortMembers(voters)
+	voters := membersOf(members)
 	tmp := &Engine{cfg: Config{FS: fs, Dir: dir}}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return raftpb.SnapshotMeta{}, err

@@ -1,11 +1,15 @@
 package engine
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -286,11 +290,7 @@ func (n *node) bootstrap() error {
 	if n.cfg.Join {
 		return nil
 	}
-	voters := make([]raftpb.Member, 0, len(n.cfg.Members))
-	for id, addr := range n.cfg.Members {
-		voters = append(voters, raftpb.Member{ID: id, Addr: addr})
-	}
-	sortMembers(voters)
+	voters := membersOf(n.cfg.Members)
 	ents := make([]raftpb.Entry, len(voters))
 	for i, m := range voters {
 		cc := raftpb.ConfChange{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.AddVoter, Replica: m.ID, Addr: m.Addr}}}
@@ -408,7 +408,7 @@ func (n *node) restoreFrom(ctx context.Context, index uint64) error {
 // restoreRSM hands a snapshot's stream and files to the rsm.
 func restoreRSM(ctx context.Context, s *rsm.RSM, r *snapshot.Reader) error {
 	meta := r.Meta()
-	var data io.Reader = eofReader{}
+	var data io.Reader = bytes.NewReader(nil) // no stream: empty
 	var files []statemachine.SnapshotFile
 	for _, f := range meta.Files {
 		if f.Name == snapshot.DataFile {
@@ -432,10 +432,6 @@ func restoreRSM(ctx context.Context, s *rsm.RSM, r *snapshot.Reader) error {
 	return nil
 }
 
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
-
 // replayOnDisk feeds the entries (from, to] to the rsm's session
 // bookkeeping in one batch (an on-disk state machine already applied them);
 // m is the membership in effect at to.
@@ -455,21 +451,22 @@ func (n *node) replayOnDisk(from, to uint64, m raftpb.Membership) error {
 	return nil
 }
 
-func sortMembers(ms []raftpb.Member) {
-	for i := 1; i < len(ms); i++ {
-		for j := i; j > 0 && ms[j].ID < ms[j-1].ID; j-- {
-			ms[j], ms[j-1] = ms[j-1], ms[j]
-		}
+// membersOf returns members as raftpb members sorted by ID (membership
+// lists are sorted).
+func membersOf(members map[raftpb.ReplicaID]string) []raftpb.Member {
+	out := make([]raftpb.Member, 0, len(members))
+	for id, addr := range members {
+		out = append(out, raftpb.Member{ID: id, Addr: addr})
 	}
+	slices.SortFunc(out, func(a, b raftpb.Member) int { return cmp.Compare(a.ID, b.ID) })
+	return out
 }
 
 // setMembership records the membership in effect (step worker).
 func (n *node) setMembership(m raftpb.Membership) {
 	addrs := make(map[raftpb.ReplicaID]string)
-	for _, l := range [][]raftpb.Member{m.Voters, m.VotersOutgoing, m.NonVoters} {
-		for _, mb := range l {
-			addrs[mb.ID] = mb.Addr
-		}
+	for mb := range allMembers(&m) {
+		addrs[mb.ID] = mb.Addr
 	}
 	removed := make(map[raftpb.ReplicaID]bool, len(m.Removed))
 	for _, id := range m.Removed {
@@ -528,6 +525,9 @@ func (n *node) deliver(m raftpb.Message, from string) {
 
 // unreachable tells Raft that the replicas at addr did not get messages.
 func (n *node) unreachable(addr string) {
+	if !n.hasMemberAt(addr) {
+		return // most groups of a host have no replica there: no work queued
+	}
 	n.doQuiet(func() {
 		for id, a := range n.addrs {
 			if a == addr && id != n.replica {
@@ -535,6 +535,34 @@ func (n *node) unreachable(addr string) {
 			}
 		}
 	})
+}
+
+// hasMemberAt reports whether the membership in effect has a replica at
+// addr (any goroutine).
+func (n *node) hasMemberAt(addr string) bool {
+	for mb := range allMembers(n.membership.Load()) {
+		if mb.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// allMembers yields every voter (incoming and outgoing) and non-voter of
+// m; nothing for nil.
+func allMembers(m *raftpb.Membership) iter.Seq[raftpb.Member] {
+	return func(yield func(raftpb.Member) bool) {
+		if m == nil {
+			return
+		}
+		for _, l := range [][]raftpb.Member{m.Voters, m.VotersOutgoing, m.NonVoters} {
+			for _, mb := range l {
+				if !yield(mb) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // mailbox queues work for the step worker: add runs under the mailbox
@@ -665,14 +693,9 @@ func (n *node) closeResources() {
 
 // sourceFor returns the leader's snapshot lane for an install request.
 func (n *node) sourceFor(req snapshot.InstallRequest) (snapshot.FileSource, error) {
-	m := n.membership.Load()
-	if m != nil {
-		for _, l := range [][]raftpb.Member{m.Voters, m.VotersOutgoing, m.NonVoters} {
-			for _, mb := range l {
-				if mb.ID == req.From {
-					return n.e.snapshotSource(mb.Addr), nil
-				}
-			}
+	for mb := range allMembers(n.membership.Load()) {
+		if mb.ID == req.From {
+			return n.e.snapshotSource(mb.Addr), nil
 		}
 	}
 	n.mu.Lock()

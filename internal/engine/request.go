@@ -8,8 +8,6 @@ import (
 	"github.com/skiffdb/skiff/statemachine"
 )
 
-var rsmResultZero statemachine.Result
-
 // proposal is one waiting Propose (or config change, or session
 // registration). It completes once, when its entry is applied on this
 // host, when Raft rejects it, or when the group stops.

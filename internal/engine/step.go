@@ -14,6 +14,7 @@ import (
 	"github.com/skiffdb/skiff/internal/rsm"
 	"github.com/skiffdb/skiff/internal/snapshot"
 	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/statemachine"
 )
 
 // stepWorker drives the Raft cores of a shard of groups. One pass: drain
@@ -406,7 +407,7 @@ func (n *node) unpark() {
 func (n *node) reject(p *proposal, err error) {
 	n.e.metrics.proposalsRejected.Inc()
 	n.removePending(p.key)
-	p.complete(rsmResultZero, fmt.Errorf("%w: %w", ErrRejected, err))
+	p.complete(statemachine.Result{}, fmt.Errorf("%w: %w", ErrRejected, err))
 }
 
 // onTick advances the core's clock and does the periodic housekeeping.
