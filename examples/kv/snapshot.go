@@ -188,9 +188,11 @@ func (m *machine) Restore(ctx context.Context, r io.Reader, files []statemachine
 		return err
 	}
 	got, found, err := readApplied(db)
-	if err == nil && (!found || got != applied) {
-		err = fmt.Errorf("%w: restored database holds applied index %d (present: %v), the snapshot says %d",
-			ErrCorrupt, got, found, applied)
+	if err != nil {
+		err = fmt.Errorf("kv: restored database %s: %w", name, err)
+	} else if !found || got != applied {
+		err = fmt.Errorf("%w: restored database %s holds applied index %d (present: %v), the snapshot says %d",
+			ErrCorrupt, name, got, found, applied)
 	}
 	if err == nil {
 		err = writeCurrent(m.fs, m.dir, name)
@@ -207,7 +209,7 @@ func (m *machine) Restore(ctx context.Context, r io.Reader, files []statemachine
 		if rmErr := m.fs.RemoveAll(path); rmErr != nil {
 			m.log.Warn("kv: remove rejected restore", "path", path, "err", rmErr)
 		}
-		return fmt.Errorf("kv: restore: %w", err)
+		return err
 	}
 
 	m.mu.Lock()
