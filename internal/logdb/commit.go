@@ -16,6 +16,9 @@ type batch struct {
 	groups  []*group // marked busy by this batch
 	entries int
 	waiters int
+	// filling: callers filling a region reserved in wb without db.mu
+	// (saveRegion). wb must not move or be written until it is 0.
+	filling int
 	done    bool
 	err     error
 	// cond (on DB.mu) wakes this batch's callers: when it is done, or when
@@ -38,7 +41,7 @@ func (b *batch) reset() {
 	b.wb.Reset()
 	clear(b.groups)
 	b.groups = b.groups[:0]
-	b.entries, b.waiters, b.done, b.err = 0, 0, false, nil
+	b.entries, b.waiters, b.filling, b.done, b.err = 0, 0, 0, false, nil
 }
 
 // submit encodes an operation into the filling batch and waits until that
@@ -47,24 +50,25 @@ func (b *batch) reset() {
 // callers arriving meanwhile fill the next batch (group commit).
 func (db *DB) submit(encode func(*batch) error) error {
 	db.mu.Lock()
-	if db.mu.closed {
-		db.mu.Unlock()
-		return ErrClosed
-	}
-	if db.mu.failed != nil {
-		err := db.mu.failed
+	if err := db.acceptingLocked(); err != nil {
 		db.mu.Unlock()
 		return err
+	}
+	// encode appends to the batch, which may move its buffer: not while
+	// others fill regions of it.
+	for db.mu.cur.filling > 0 {
+		db.mu.fill.Wait()
+		if err := db.acceptingLocked(); err != nil {
+			db.mu.Unlock()
+			return err
+		}
 	}
 	b := db.mu.cur
 	size, count, ng := len(b.wb.Buf), b.wb.Count(), len(b.groups)
 	if err := encode(b); err != nil {
 		// Undo this caller's chunks; the batch is as before.
 		b.wb.Truncate(size, count)
-		for _, g := range b.groups[ng:] {
-			g.busy = false
-		}
-		b.groups = b.groups[:ng]
+		b.unmarkFrom(ng)
 		db.mu.Unlock()
 		return err
 	}
@@ -73,6 +77,142 @@ func (db *DB) submit(encode func(*batch) error) error {
 		return nil // nothing to write
 	}
 	b.waiters++
+	return db.waitLocked(b)
+}
+
+// acceptingLocked returns why the DB takes no more writes, or nil.
+func (db *DB) acceptingLocked() error {
+	if db.mu.closed {
+		return ErrClosed
+	}
+	return db.mu.failed
+}
+
+func (b *batch) unmarkFrom(ng int) {
+	for _, g := range b.groups[ng:] {
+		g.busy = false
+	}
+	clear(b.groups[ng:])
+	b.groups = b.groups[:ng]
+}
+
+// encodeOutsideLock reports whether a SaveBatch is worth encoding outside
+// db.mu (saveRegion): it carries no snapshot (whose encoded size is not
+// cheap to know in advance) and enough data that copying it matters.
+func encodeOutsideLock(updates []Update, minBytes int) bool {
+	n := 0
+	for i := range updates {
+		u := &updates[i]
+		if u.Snapshot != nil {
+			return false
+		}
+		for j := range u.Entries {
+			n += len(u.Entries[j].Data)
+		}
+	}
+	return n >= minBytes
+}
+
+// saveRegion is SaveBatch for large updates: it validates them and
+// reserves their exact encoded size in the filling batch under db.mu, then
+// encodes them — copying the entries' data and computing the chunks'
+// CRCs, most of a SaveBatch's CPU — without db.mu, into that reserved
+// region. Encoding under db.mu serialized every caller's copy with the
+// others' and with the leader, who needs db.mu to finish a batch and start
+// the next: in a 4-worker, 256-group × 1 KiB run the disk idled about
+// 0.6 ms of a 5.7 ms cycle waiting for callers to encode. Now callers
+// encode in parallel with each other and with the write in flight; the
+// leader of a batch waits only for regions still being filled
+// (batch.filling) before writing it.
+//
+// The groups are marked busy under db.mu before the region is filled, so
+// their FirstIndex and LastIndex (what the updates were validated
+// against) cannot change until the batch is applied: shapeUpdate gives the
+// same result when encoding.
+func (db *DB) saveRegion(updates []Update) error {
+	db.mu.Lock()
+	var b *batch
+	var region wal.Batch
+	for {
+		if err := db.acceptingLocked(); err != nil {
+			db.mu.Unlock()
+			return err
+		}
+		b = db.mu.cur
+		ng := len(b.groups)
+		size, chunks, entries := 0, 0, 0
+		for i := range updates {
+			u := &updates[i]
+			g, ents, hs, err := db.checkUpdate(u)
+			if err != nil {
+				b.unmarkFrom(ng)
+				db.mu.Unlock()
+				return err
+			}
+			if g == nil {
+				continue
+			}
+			b.mark(g)
+			size += updateLen(u.Group, hs, ents)
+			chunks++
+			entries += len(ents)
+		}
+		if chunks == 0 {
+			db.mu.Unlock()
+			return nil
+		}
+		if b.wb.Spare() < size {
+			if b.filling > 0 {
+				// Growing moves the buffer under the regions being
+				// filled: wait for them, then plan again (the batch may
+				// have been taken by a leader meanwhile).
+				b.unmarkFrom(ng)
+				db.mu.fill.Wait()
+				continue
+			}
+			// Grow to the recent record size at once rather than by
+			// doubling as callers arrive (each doubling copies it all).
+			b.wb.Grow(max(size, db.mu.recordHigh-len(b.wb.Buf)))
+		}
+		region = b.wb.Reserve(size, chunks)
+		b.filling++
+		b.entries += entries
+		b.waiters++
+		break
+	}
+	if db.mu.gathering {
+		db.maybeEndGatherLocked()
+	}
+	db.mu.Unlock()
+
+	for i := range updates {
+		u := &updates[i]
+		g := db.lookup(u.Group)
+		g.mu.RLock()
+		first, last := g.first, g.last
+		g.mu.RUnlock()
+		ents, hs, _ := shapeUpdate(u, first, last)
+		if hs == nil && len(ents) == 0 {
+			continue
+		}
+		encodeUpdate(&region, u.Group, hs, nil, ents)
+	}
+	if !region.Filled() {
+		panic("logdb: a SaveBatch did not encode to the size it reserved")
+	}
+
+	db.mu.Lock()
+	b.filling--
+	if b.filling == 0 {
+		db.mu.fill.Broadcast()
+	}
+	return db.waitLocked(b)
+}
+
+// waitLocked waits, leading if nobody is writing, until b is durable, and
+// returns its result. Called with db.mu held by a caller counted in
+// b.waiters; returns with it released.
+func (db *DB) waitLocked(b *batch) error {
 	if db.mu.gathering {
 		db.maybeEndGatherLocked()
 	}
@@ -118,6 +258,10 @@ func (db *DB) lead(b *batch) {
 	}
 	next.cond.L = &db.mu
 	db.mu.cur = next
+	// Callers that reserved regions of b may still be filling them.
+	for b.filling > 0 {
+		db.mu.fill.Wait()
+	}
 	// Only a batch of several callers is timed: a gather follows only a
 	// batch larger than one, so a single sequential writer's path reads
 	// no clock.
@@ -125,6 +269,7 @@ func (db *DB) lead(b *batch) {
 	db.mu.Unlock()
 
 	pos, err := db.write(b, timed)
+	size := len(b.wb.Buf)
 	if err == nil {
 		var kept bool
 		// A large record is kept by the cache rather than copied; a small
@@ -146,6 +291,7 @@ func (db *DB) lead(b *batch) {
 	}
 	b.done, b.err = true, err
 	db.mu.lastWaiters = b.waiters
+	db.mu.recordHigh = max(size, db.mu.recordHigh-db.mu.recordHigh/8)
 	db.mu.lastWrite = db.lastWrite
 	db.mu.draining += b.waiters
 	b.cond.Broadcast()
@@ -214,6 +360,10 @@ const (
 	// grew larger (a one-off huge record) is dropped rather than held.
 	maxSpare      = 4
 	maxSpareBytes = 16 << 20
+	// regionMinBytes: a SaveBatch with at least this much entry data is
+	// encoded outside db.mu (saveRegion). Below it, the copy is cheaper
+	// than the second round on db.mu that saveRegion costs.
+	regionMinBytes = 16 << 10
 	// gatherFraction bounds a leader's wait for stragglers to this
 	// fraction of the last write+sync.
 	gatherFraction = 4

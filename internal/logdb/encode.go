@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 
 	"github.com/skiffdb/skiff/internal/logdb/wal"
 	"github.com/skiffdb/skiff/raftpb"
@@ -279,4 +280,31 @@ func decodeSnap(b []byte) (raftpb.SnapshotMeta, error) {
 	}
 	err := m.Unmarshal(b)
 	return m, err
+}
+
+// uvarintLen is the size of binary.AppendUvarint(nil, x).
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// entriesLen is the size of appendEntries(nil, ents).
+func entriesLen(ents []raftpb.Entry) int {
+	n := uvarintLen(ents[0].Index) + uvarintLen(uint64(len(ents)))
+	for i := range ents {
+		e := &ents[i]
+		n += uvarintLen(e.Term) + 1 + uvarintLen(uint64(len(e.Data))) + len(e.Data)
+	}
+	return n
+}
+
+// updateLen is the size of the chunk, header included, that encodeUpdate
+// writes for an update without a snapshot. It lets SaveBatch reserve its
+// bytes in the record before encoding them (see saveRegion).
+func updateLen(g raftpb.GroupID, hs *raftpb.HardState, ents []raftpb.Entry) int {
+	n := wal.ChunkHeaderSize + uvarintLen(uint64(g)) + 2 // op, flags
+	if hs != nil {
+		n += uvarintLen(hs.Term) + uvarintLen(uint64(hs.Vote)) + uvarintLen(hs.Commit)
+	}
+	if len(ents) > 0 {
+		n += entriesLen(ents)
+	}
+	return n
 }

@@ -52,6 +52,9 @@ type Options struct {
 
 	// prepareInline: see wal.Options.PrepareInline (golden tests).
 	prepareInline bool
+	// regionMinBytes overrides the default regionMinBytes (tests: 1 puts
+	// every SaveBatch with data through saveRegion).
+	regionMinBytes int
 }
 
 func (o *Options) fill() {
@@ -66,6 +69,9 @@ func (o *Options) fill() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.regionMinBytes <= 0 {
+		o.regionMinBytes = regionMinBytes
 	}
 }
 
@@ -109,8 +115,14 @@ type DB struct {
 		spare   []*batch // finished batches kept for reuse (see maxSpare)
 		writing bool
 		idle    sync.Cond // broadcast when a leader finishes
-		closed  bool
-		failed  error
+		// fill is broadcast when a batch's last region is filled (see
+		// saveRegion).
+		fill sync.Cond
+		// recordHigh: a decaying maximum of the records written, the size
+		// a batch's buffer grows to at once.
+		recordHigh int
+		closed     bool
+		failed     error
 
 		// Group-commit pacing (see gatherLocked).
 		// draining: callers whose batch is done that have not yet
@@ -186,6 +198,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 	db.mu.cur.cond.L = &db.mu
 	db.mu.idle.L = &db.mu
 	db.mu.gather.L = &db.mu
+	db.mu.fill.L = &db.mu
 	db.gcDirty = true
 	return db, nil
 }
@@ -238,6 +251,9 @@ func (db *DB) getOrCreate(id raftpb.GroupID) (g *group, created bool) {
 func (db *DB) SaveBatch(updates []Update) error {
 	if len(updates) == 0 {
 		return nil
+	}
+	if encodeOutsideLock(updates, db.opts.regionMinBytes) {
+		return db.saveRegion(updates)
 	}
 	return db.submit(func(b *batch) error {
 		for i := range updates {
@@ -320,22 +336,47 @@ func (db *DB) RemoveGroup(id raftpb.GroupID) error {
 }
 
 func (db *DB) encodeUpdate(b *batch, u *Update) error {
-	g, _ := db.getOrCreate(u.Group)
-	if g.busy {
-		return fmt.Errorf("%w: group %d", ErrConcurrentUpdate, u.Group)
+	g, ents, hs, err := db.checkUpdate(u)
+	if err != nil || g == nil {
+		return err
 	}
-	ents := u.Entries
+	encodeUpdate(&b.wb, u.Group, hs, u.Snapshot, ents)
+	b.mark(g)
+	b.entries += len(ents)
+	return nil
+}
+
+// checkUpdate validates u against its group and returns what to encode:
+// the entries not below FirstIndex and the HardState if set. g is nil when
+// u changes nothing. Called with db.mu held; the group is not marked.
+func (db *DB) checkUpdate(u *Update) (g *group, ents []raftpb.Entry, hs *raftpb.HardState, err error) {
+	g, _ = db.getOrCreate(u.Group)
+	if g.busy {
+		return nil, nil, nil, fmt.Errorf("%w: group %d", ErrConcurrentUpdate, u.Group)
+	}
 	g.mu.RLock()
 	first, last := g.first, g.last
 	g.mu.RUnlock()
+	ents, hs, err = shapeUpdate(u, first, last)
+	if err != nil || (hs == nil && u.Snapshot == nil && len(ents) == 0) {
+		return nil, nil, nil, err
+	}
+	return g, ents, hs, nil
+}
+
+// shapeUpdate checks u's entries against a log [first, last] and trims
+// those below first. A pure function of its arguments: saveRegion calls it
+// again, outside db.mu, to encode what it planned under it.
+func shapeUpdate(u *Update, first, last uint64) ([]raftpb.Entry, *raftpb.HardState, error) {
+	ents := u.Entries
 	if len(ents) > 0 {
 		for i := 1; i < len(ents); i++ {
 			if ents[i].Index != ents[0].Index+uint64(i) {
-				return fmt.Errorf("%w: group %d: index %d follows %d", ErrOutOfOrder, u.Group, ents[i].Index, ents[i-1].Index)
+				return nil, nil, fmt.Errorf("%w: group %d: index %d follows %d", ErrOutOfOrder, u.Group, ents[i].Index, ents[i-1].Index)
 			}
 		}
 		if ents[0].Index > last+1 {
-			return fmt.Errorf("%w: group %d: entry %d after last index %d", ErrOutOfOrder, u.Group, ents[0].Index, last)
+			return nil, nil, fmt.Errorf("%w: group %d: entry %d after last index %d", ErrOutOfOrder, u.Group, ents[0].Index, last)
 		}
 		if ents[0].Index < first {
 			ents = ents[min(uint64(len(ents)), first-ents[0].Index):]
@@ -345,11 +386,5 @@ func (db *DB) encodeUpdate(b *batch, u *Update) error {
 	if !u.HardState.IsEmpty() {
 		hs = &u.HardState
 	}
-	if hs == nil && u.Snapshot == nil && len(ents) == 0 {
-		return nil
-	}
-	encodeUpdate(&b.wb, u.Group, hs, u.Snapshot, ents)
-	b.mark(g)
-	b.entries += len(ents)
-	return nil
+	return ents, hs, nil
 }

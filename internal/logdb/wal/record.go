@@ -51,6 +51,60 @@ type Batch struct {
 	Buf   []byte
 	count int
 	open  int // offset of the open chunk's header, or -1
+	// region: b is a part of another Batch's Buf returned by Reserve, to
+	// be filled with chunks chunk (see Reserve and Filled).
+	region bool
+	chunks int
+}
+
+// Reserve appends n bytes to b to hold chunks chunks, and returns the
+// region as a Batch of its own, empty, with room for exactly n bytes: the
+// caller fills it with BeginChunk, appends and EndChunk, then checks
+// Filled. Regions of one Batch may be filled concurrently with each other,
+// with the owner of b holding no lock, because each writes only its own
+// bytes of b.Buf — but nothing else may touch b until every region is
+// filled (no Write, no append or Grow that could move b.Buf). n must fit
+// in b's spare capacity (see Grow).
+func (b *Batch) Reserve(n, chunks int) Batch {
+	if b.open >= 0 {
+		panic("wal: Reserve with a chunk open")
+	}
+	if len(b.Buf) < HeaderSize {
+		b.Reset()
+	}
+	start := len(b.Buf)
+	if cap(b.Buf)-start < n {
+		panic("wal: Reserve beyond the capacity of the batch")
+	}
+	b.Buf = b.Buf[:start+n]
+	b.count += chunks
+	return Batch{Buf: b.Buf[start : start : start+n], open: -1, region: true, chunks: chunks}
+}
+
+// Filled reports whether a region from Reserve holds exactly the bytes and
+// chunks reserved. An append past the reserved size would have moved the
+// region's bytes to a new array (never into the neighbour's bytes, since
+// the region's capacity ends where it does): then len exceeds it.
+func (b *Batch) Filled() bool {
+	return b.region && b.open < 0 && len(b.Buf) == cap(b.Buf) && b.count == b.chunks
+}
+
+// Spare returns how many bytes can be appended or reserved without moving
+// Buf.
+func (b *Batch) Spare() int { return cap(b.Buf) - len(b.Buf) }
+
+// Grow makes room for n more bytes, moving Buf to a larger array if
+// needed (at least doubling it, so that a batch grows in few copies).
+func (b *Batch) Grow(n int) {
+	if len(b.Buf) < HeaderSize {
+		b.Reset()
+	}
+	if b.Spare() >= n {
+		return
+	}
+	nb := make([]byte, len(b.Buf), max(len(b.Buf)+n, 2*cap(b.Buf)))
+	copy(nb, b.Buf)
+	b.Buf = nb
 }
 
 // Reset empties b, keeping its memory.
@@ -78,7 +132,7 @@ func (b *Batch) BeginChunk() {
 	if b.open >= 0 {
 		panic("wal: BeginChunk with a chunk open")
 	}
-	if len(b.Buf) < HeaderSize {
+	if !b.region && len(b.Buf) < HeaderSize {
 		b.Reset()
 	}
 	b.open = len(b.Buf)
@@ -112,6 +166,9 @@ func (b *Batch) CancelChunk() {
 func (b *Batch) finish(seg, seq uint64) {
 	if b.open >= 0 {
 		panic("wal: write with a chunk open")
+	}
+	if b.region {
+		panic("wal: write of a reserved region instead of its batch")
 	}
 	h := b.Buf[:HeaderSize]
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(b.Buf)-HeaderSize))
