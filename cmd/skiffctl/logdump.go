@@ -74,6 +74,8 @@ type groupJSON struct {
 	From    uint64      `json:"from,omitempty"`
 	To      uint64      `json:"to,omitempty"`
 	Entries []entryJSON `json:"entries,omitempty"`
+	// Note says why the range printed differs from the one asked.
+	Note string `json:"note,omitempty"`
 }
 
 type dumpReport struct {
@@ -172,6 +174,9 @@ func dumpLog(data string, only, from, to uint64) (*dumpReport, error) {
 			return nil, err
 		}
 		if only != 0 {
+			if g.Snapshot == nil && g.HardState == (hardStateJSON{}) && g.LastIndex == 0 {
+				return nil, fmt.Errorf("group %d is not in the log %s", only, dir)
+			}
 			if err := dumpEntries(db.Group(id), &g, from, to); err != nil {
 				return nil, err
 			}
@@ -237,6 +242,16 @@ func dumpEntries(l *logdb.GroupLog, g *groupJSON, from, to uint64) error {
 		hi = min(to, g.LastIndex)
 	}
 	g.Entries = []entryJSON{}
+	switch {
+	case g.LastIndex < g.FirstIndex:
+		g.Note = "the log holds no entries"
+	case to != 0 && to < g.FirstIndex:
+		g.Note = fmt.Sprintf("[%d, %d] is compacted: the log starts at %d", from, to, g.FirstIndex)
+	case from > g.LastIndex:
+		g.Note = fmt.Sprintf("the log ends at %d, before --from %d", g.LastIndex, from)
+	case from != 0 && from < g.FirstIndex:
+		g.Note = fmt.Sprintf("entries below %d are compacted", g.FirstIndex)
+	}
 	if lo > hi {
 		return nil
 	}
@@ -288,13 +303,14 @@ func preview(t raftpb.EntryType, data []byte) string {
 		}
 		return strings.Join(parts, ", ")
 	}
+	// The key (bytes 2..10) only matches a proposal to its waiting caller:
+	// not shown.
 	if len(data) >= 10 && data[0] == 1 {
-		key := binary.LittleEndian.Uint64(data[2:])
 		switch kind := data[1]; {
 		case kind == 1:
-			return fmt.Sprintf("key %d: %s", key, printable(data[10:]))
+			return printable(data[10:])
 		case kind == 2 && len(data) >= 34:
-			return fmt.Sprintf("key %d client %d series %d: %s", key,
+			return fmt.Sprintf("client %d series %d: %s",
 				binary.LittleEndian.Uint64(data[10:]), binary.LittleEndian.Uint64(data[18:]), printable(data[34:]))
 		case (kind == 3 || kind == 4) && len(data) == 18:
 			op := map[byte]string{3: "register", 4: "unregister"}[kind]
@@ -347,6 +363,9 @@ func printDump(w io.Writer, rep *dumpReport, withEntries bool) {
 		fmt.Fprintf(w, "log bytes %d\n", g.LogBytes)
 		if !withEntries {
 			continue
+		}
+		if g.Note != "" {
+			fmt.Fprintf(w, "  %s\n", g.Note)
 		}
 		if len(g.Entries) == 0 {
 			fmt.Fprintln(w, "  no entries in the range asked")

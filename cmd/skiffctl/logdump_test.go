@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,16 @@ func TestLogDump(t *testing.T) {
 	if !strings.Contains(out, `"k22=v22"`) {
 		t.Fatalf("no preview of k22=v22:\n%s", out)
 	}
+
+	// A compacted range, and a group the log does not hold.
+	code, out, _ = runCmd("log", "dump", "--data", f.data, "--group", "1", "--from", "1", "--to", "3")
+	if code != exitOK || len(entryLines(out)) != 0 || !strings.Contains(out, "[1, 3] is compacted: the log starts at "+itoa(f.first)) {
+		t.Fatalf("compacted range: exit %d\n%s", code, out)
+	}
+	code, _, errOut = runCmd("log", "dump", "--data", f.data, "--group", "9")
+	if code != exitFail || !strings.Contains(errOut, "group 9 is not in the log") {
+		t.Fatalf("unknown group: exit %d %q", code, errOut)
+	}
 }
 
 // TestLogDumpWritesNothing: opening a log with leftovers removes them
@@ -142,12 +153,15 @@ func TestLogDumpWritesNothing(t *testing.T) {
 	}
 }
 
-// entryLines returns the entry rows of a text dump.
+// entryLines returns the entry rows of a text dump: those that start with
+// an index.
 func entryLines(out string) []string {
 	var rows []string
 	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "  ") && !strings.Contains(l, "index") && strings.TrimSpace(l) != "" {
-			rows = append(rows, l)
+		if f := strings.Fields(l); strings.HasPrefix(l, "  ") && len(f) > 0 {
+			if _, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+				rows = append(rows, l)
+			}
 		}
 	}
 	return rows
@@ -216,7 +230,8 @@ func TestPreview(t *testing.T) {
 		{raftpb.EntryNoOp, nil, ""},
 		{raftpb.EntryConfigChange, cc.Marshal(), "AddVoter 4 10.0.0.4:7000"},
 		{raftpb.EntryConfigChange, []byte{9}, `undecodable: "\x09"`},
-		{raftpb.EntryNormal, proposal, `key 7: "put\x00x"`},
+		{raftpb.EntryNormal, proposal, `"put\x00x"`},
+		{raftpb.EntryNormal, append([]byte{1, 2, 7, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}, "x=1"...), `client 5 series 3: "x=1"`},
 		{raftpb.EntryNormal, []byte(long), fmt.Sprintf(`"%s"... (+52 bytes)`, long[:48])},
 		{raftpb.EntrySession, []byte{1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0}, "register session client 9"},
 	} {
