@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"hash/crc32"
@@ -10,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/skiffdb/skiff"
 	"github.com/skiffdb/skiff/internal/snapshot"
 	"github.com/skiffdb/skiff/raftpb"
+	"github.com/skiffdb/skiff/statemachine"
 )
 
 // TestInspectPublished: a published snapshot verifies, and the text says
@@ -225,3 +229,48 @@ func TestInspectNotASnapshot(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// diskKV claims to keep its data durable (statemachine.OnDisk): its
+// compaction snapshots carry no state machine data.
+type diskKV struct{ testKV }
+
+func (*diskKV) Open(context.Context) (uint64, error) { return 0, nil }
+func (*diskKV) Sync() error                          { return nil }
+
+// TestInspectMetadataOnly: an on-disk state machine's snapshot is
+// reported as metadata only, from the stream header's flags.
+func TestInspectMetadataOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	h, err := skiff.Open(skiff.HostConfig{Dir: dir, RaftAddr: "127.0.0.1:0", DeploymentID: 7, TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	newDisk := func(uint64, uint64) statemachine.StateMachine { return &diskKV{testKV{data: map[string]string{}}} }
+	if err := h.StartGroup(ctx, skiff.GroupConfig{GroupID: 1, ReplicaID: 1, Members: map[skiff.ReplicaID]string{1: h.RaftAddr()}}, newDisk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.WaitLeader(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Propose(ctx, 1, []byte("a=1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.RequestSnapshot(ctx, 1, skiff.SnapshotOption{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCmd("snapshot", "inspect", "--json", groupSnapshotDir(dir, 1))
+	var rep inspectReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitOK || len(rep.Snapshots) != 1 {
+		t.Fatalf("exit %d %v\n%s", code, err, out)
+	}
+	s := rep.Snapshots[0]
+	if !s.Meta.OnDisk || !s.Meta.MetadataOnly || s.Header == nil || s.Header.Full {
+		t.Fatalf("meta %+v header %+v: want on disk, metadata only", s.Meta, s.Header)
+	}
+}

@@ -353,8 +353,12 @@ func printDump(w io.Writer, rep *dumpReport, withEntries bool) {
 		fmt.Fprintln(w, "no groups")
 	}
 	for _, g := range rep.Groups {
-		fmt.Fprintf(w, "group %d: entries [%d, %d] (%d), hard state term %d vote %d commit %d, ",
-			g.Group, g.FirstIndex, g.LastIndex, g.LastIndex+1-g.FirstIndex, g.HardState.Term, g.HardState.Vote, g.HardState.Commit)
+		if g.LastIndex >= g.FirstIndex {
+			fmt.Fprintf(w, "group %d: entries [%d, %d] (%d), ", g.Group, g.FirstIndex, g.LastIndex, g.LastIndex+1-g.FirstIndex)
+		} else {
+			fmt.Fprintf(w, "group %d: no entries (the next is %d), ", g.Group, g.FirstIndex)
+		}
+		fmt.Fprintf(w, "hard state term %d vote %d commit %d, ", g.HardState.Term, g.HardState.Vote, g.HardState.Commit)
 		if g.Snapshot != nil {
 			fmt.Fprintf(w, "snapshot index %d term %d, ", g.Snapshot.Index, g.Snapshot.Term)
 		} else {
@@ -368,7 +372,9 @@ func printDump(w io.Writer, rep *dumpReport, withEntries bool) {
 			fmt.Fprintf(w, "  %s\n", g.Note)
 		}
 		if len(g.Entries) == 0 {
-			fmt.Fprintln(w, "  no entries in the range asked")
+			if g.Note == "" {
+				fmt.Fprintln(w, "  no entries in the range asked")
+			}
 			continue
 		}
 		fmt.Fprintf(w, "  %10s %6s %-12s %8s  %s\n", "index", "term", "type", "size", "payload")
