@@ -1,9 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"os"
@@ -18,7 +21,8 @@ import (
 )
 
 const importUsage = `Usage:
-  skiffctl import --exported DIR --data DIR --id ID --members ID=HOST:PORT,... [--group G]
+  skiffctl import --exported DIR --data DIR --id ID --members ID=HOST:PORT,...
+      [--group G] [--deployment-id N]
 
 Offline disaster recovery, when a group lost its quorum for good: rebuilds
 this replica's data directory from an exported snapshot (see "skiffctl
@@ -35,12 +39,23 @@ its own --id and --data), then start each with
 Writes acknowledged after the export was taken are lost.
 
 Flags:
-  --exported DIR   the exported snapshot directory (.../snapshot-<index>)
-  --data DIR       this replica's data directory (skiffkv --data)
-  --id ID          this replica's ID; it must be one of --members
-  --members LIST   the new membership: ID=HOST:PORT pairs (Raft addresses),
-                   comma-separated
-  --group G        the group (default 1, the group skiffkv runs)
+  --exported DIR       the exported snapshot directory (.../snapshot-<index>)
+  --data DIR           this replica's data directory (skiffkv --data)
+  --id ID              this replica's ID; it must be one of --members
+  --members LIST       the new membership: ID=HOST:PORT pairs (Raft
+                       addresses), comma-separated
+  --group G            the group (default 1, the group skiffkv runs)
+  --deployment-id N    skiffkv's --deployment-id (default 1, skiffkv's
+                       default), written to --data's identity file when it
+                       has none
+
+For skiffkv's own entries in --data: an identity file of another replica
+(or, with --deployment-id given, of another deployment) is refused before
+anything changes; a missing one is written, so that "skiffkv serve"
+accepts the directory; the state machine's directory (kv/), whose data
+would be newer than the imported snapshot, is moved aside to
+kv.before-import-<index> (delete it once the group is back), so the
+replica restores from the snapshot.
 
 Example:
   skiffctl import --exported /backup/snapshot-00000000000000004711 \
@@ -56,8 +71,14 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	idFlag := fl.String("id", "", "")
 	membersFlag := fl.String("members", "", "")
 	group := fl.Uint64("group", 1, "")
+	deployment := fl.Uint64("deployment-id", 1, "")
 	if _, code, ok := parse(fl, args, 0, importUsage, stdout, stderr); !ok {
 		return code
+	}
+	deploymentSet := false
+	fl.Visit(func(f *flag.Flag) { deploymentSet = deploymentSet || f.Name == "deployment-id" })
+	if *deployment == 0 {
+		return usageError(stderr, prog, "--deployment-id must be non-zero", importUsage)
 	}
 	for _, req := range []struct{ name, val string }{{"exported", *exported}, {"data", *data}, {"id", *idFlag}, {"members", *membersFlag}} {
 		if req.val == "" {
@@ -100,9 +121,17 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	if err := checkNotRunning(*data); err != nil {
 		return failf(stderr, prog, "%v; nothing was changed", err)
 	}
+	ident, err := checkIdentity(*data, uint64(id), *deployment, deploymentSet)
+	if err != nil {
+		return failf(stderr, prog, "%v; nothing was changed", err)
+	}
 	cfg := skiff.HostConfig{Dir: *data}
 	if err := skiff.ImportSnapshot(cfg, *exported, skiff.GroupID(*group), members); err != nil {
 		return failf(stderr, prog, "%v", err)
+	}
+	done, err := finishSkiffkvDir(*data, ident, m.Index)
+	if err != nil {
+		return failf(stderr, prog, "the snapshot was imported, but: %v; fix it and run the same import again", err)
 	}
 
 	fmt.Fprintf(stdout, "imported snapshot index %d term %d of group %d into %s (replica %d)\n", m.Index, m.Term, m.Group, *data, id)
@@ -118,6 +147,9 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  removed for good: %s\n", strings.Join(gone, ", "))
 	}
 	fmt.Fprintf(stdout, "  log of group %d reset to the snapshot\n", m.Group)
+	for _, d := range done {
+		fmt.Fprintf(stdout, "  %s\n", d)
+	}
 	fmt.Fprintln(stdout, "next:")
 	fmt.Fprintf(stdout, "  1. run this import, with the same export and --members, on every other replica's host:\n")
 	for _, rid := range slices.Sorted(maps.Keys(members)) {
@@ -126,7 +158,8 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "  2. start every replica with the same --members:\n")
-	fmt.Fprintf(stdout, "       skiffkv serve --id %d --data %s --raft-addr %s --http-addr HOST:PORT --members %s\n", id, *data, members[id], formatMembers(members))
+	fmt.Fprintf(stdout, "       skiffkv serve --id %d --data %s --raft-addr %s --http-addr HOST:PORT --deployment-id %d --members %s\n",
+		id, *data, members[id], ident.DeploymentID, formatMembers(members))
 	return exitOK
 }
 
@@ -200,4 +233,96 @@ func checkNotRunning(data string) error {
 		return fmt.Errorf("%w: %s: %v", errRunning, lock, err)
 	}
 	return l.Close()
+}
+
+// checkIdentity reads skiffkv's identity file in data, if any, and checks
+// it against --id (and --deployment-id when it was given). It returns the
+// identity the directory will have.
+func checkIdentity(data string, id, deployment uint64, deploymentSet bool) (skiffkvIdentity, error) {
+	want := skiffkvIdentity{DeploymentID: deployment, ReplicaID: id}
+	path := filepath.Join(data, skiffkvIdentityFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return want, nil
+	}
+	if err != nil {
+		return want, err
+	}
+	var got skiffkvIdentity
+	if err := json.Unmarshal(b, &got); err != nil {
+		return want, fmt.Errorf("%s is corrupt (%v): is --data right?", path, err)
+	}
+	if got.ReplicaID != id {
+		return want, fmt.Errorf("%s belongs to replica %d, not --id %d: is --data right?", data, got.ReplicaID, id)
+	}
+	if deploymentSet && got.DeploymentID != deployment {
+		return want, fmt.Errorf("%s belongs to deployment %d, not --deployment-id %d", data, got.DeploymentID, deployment)
+	}
+	return got, nil
+}
+
+// finishSkiffkvDir makes data startable by skiffkv after an import: the
+// state machine's directory moved aside (its applied index may be past
+// the snapshot: the replica would refuse to start with its state machine
+// ahead of its log), the identity file written if missing. It says what
+// it did.
+func finishSkiffkvDir(data string, ident skiffkvIdentity, index uint64) ([]string, error) {
+	var done []string
+	sm := filepath.Join(data, skiffkvStateDir)
+	if _, err := os.Stat(sm); err == nil {
+		aside := fmt.Sprintf("%s.before-import-%d", sm, index)
+		if _, err := os.Stat(aside); err == nil {
+			return done, fmt.Errorf("%s and %s both exist: remove one", sm, aside)
+		}
+		if err := os.Rename(sm, aside); err != nil {
+			return done, err
+		}
+		if err := syncDir(data); err != nil {
+			return done, err
+		}
+		done = append(done, fmt.Sprintf("state machine data moved aside to %s (the replica restores from the snapshot; delete it once the group is back)", aside))
+	}
+	path := filepath.Join(data, skiffkvIdentityFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		b, _ := json.Marshal(ident)
+		if err := writeFileDurable(path, b); err != nil {
+			return done, err
+		}
+		done = append(done, fmt.Sprintf("wrote %s (replica %d of deployment %d)", path, ident.ReplicaID, ident.DeploymentID))
+	}
+	return done, nil
+}
+
+// writeFileDurable writes path through a synced temp file, renamed over
+// it, and syncs the directory.
+func writeFileDurable(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

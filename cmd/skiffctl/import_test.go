@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,8 +34,14 @@ func TestImportThenServe(t *testing.T) {
 			t.Errorf("import output lacks %q:\n%s", want, out)
 		}
 	}
-	if after := treeDigest(t, f.exportPath); len(after) != len(exportBefore) {
+	if after := treeDigest(t, f.exportPath); !maps.Equal(after, exportBefore) {
 		t.Fatalf("import changed the export")
+	}
+	// skiffkv will accept the directory as replica 5's.
+	var ident skiffkvIdentity
+	if b, err := os.ReadFile(filepath.Join(data, skiffkvIdentityFile)); err != nil || json.Unmarshal(b, &ident) != nil ||
+		ident != (skiffkvIdentity{DeploymentID: 1, ReplicaID: 5}) {
+		t.Fatalf("identity file: %+v %v", ident, err)
 	}
 	// The imported snapshot verifies where the host will look for it.
 	if code, out, _ := runCmd("snapshot", "inspect", groupSnapshotDir(data, 1)); code != exitOK || !strings.Contains(out, "voter        5  "+addr) {
@@ -142,5 +151,62 @@ func TestImportRefusesRunningHost(t *testing.T) {
 	}
 	if after := treeDigest(t, groupSnapshotDir(dir, 1)); len(after) != len(before) {
 		t.Fatalf("the refused import changed the snapshot store")
+	}
+}
+
+// TestImportSkiffkvDir: an import into skiffkv's existing data directory
+// checks its identity, keeps it, and moves the state machine's data aside.
+func TestImportSkiffkvDir(t *testing.T) {
+	f := getFixture(t)
+	data := t.TempDir()
+	writeIdent := func(id skiffkvIdentity) {
+		b, _ := json.Marshal(id)
+		if err := os.WriteFile(filepath.Join(data, skiffkvIdentityFile), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sm := filepath.Join(data, skiffkvStateDir)
+	if err := os.MkdirAll(sm, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sm, "CURRENT"), []byte("newer than the export"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := func(extra ...string) []string {
+		return append([]string{"import", "--exported", f.exportDir, "--data", data, "--id", "3",
+			"--members", "3=127.0.0.1:7003,4=127.0.0.1:7004"}, extra...)
+	}
+
+	writeIdent(skiffkvIdentity{DeploymentID: 9, ReplicaID: 2})
+	before := treeDigest(t, data)
+	if code, _, errOut := runCmd(args()...); code != exitFail || !strings.Contains(errOut, "belongs to replica 2, not --id 3") {
+		t.Fatalf("another replica's dir: exit %d %q", code, errOut)
+	}
+	writeIdent(skiffkvIdentity{DeploymentID: 9, ReplicaID: 3})
+	before = treeDigest(t, data)
+	if code, _, errOut := runCmd(args("--deployment-id", "4")...); code != exitFail || !strings.Contains(errOut, "belongs to deployment 9, not --deployment-id 4") {
+		t.Fatalf("another deployment's dir: exit %d %q", code, errOut)
+	}
+	if !maps.Equal(before, treeDigest(t, data)) {
+		t.Fatal("a refused import changed the data directory")
+	}
+
+	code, out, errOut := runCmd(args()...)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	aside := fmt.Sprintf("%s.before-import-%d", sm, f.exportIdx)
+	if b, err := os.ReadFile(filepath.Join(aside, "CURRENT")); err != nil || string(b) != "newer than the export" {
+		t.Fatalf("state machine data not moved aside to %s: %q %v", aside, b, err)
+	}
+	if _, err := os.Stat(sm); !os.IsNotExist(err) {
+		t.Fatalf("%s still there: %v", sm, err)
+	}
+	if !strings.Contains(out, "moved aside to "+aside) || !strings.Contains(out, "--deployment-id 9") {
+		t.Fatalf("output:\n%s", out)
+	}
+	b, _ := os.ReadFile(filepath.Join(data, skiffkvIdentityFile))
+	if string(b) != `{"deployment_id":9,"replica_id":3}` {
+		t.Fatalf("identity changed: %s", b)
 	}
 }

@@ -28,3 +28,18 @@ func groupSnapshotDir(data string, g uint64) string {
 // publishedName is the name of a published (or exported) snapshot
 // directory: internal/snapshot's "snapshot-<20-digit index>".
 func publishedName(index uint64) string { return fmt.Sprintf("snapshot-%020d", index) }
+
+// skiffkv's own entries in --data (cmd/skiffkv/serve.go): its identity
+// file, written at the first start and checked at every later one, and
+// the directory of its state machine (examples/kv, Pebble), which keeps
+// its data durable itself (statemachine.OnDisk).
+const (
+	skiffkvIdentityFile = "skiffkv.json"
+	skiffkvStateDir     = "kv"
+)
+
+// skiffkvIdentity is the content of skiffkvIdentityFile.
+type skiffkvIdentity struct {
+	DeploymentID uint64 `json:"deployment_id"`
+	ReplicaID    uint64 `json:"replica_id"`
+}
