@@ -110,6 +110,10 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		return exitFail
 	}
 	m := rep.meta
+	if rep.Meta.MetadataOnly {
+		return failf(stderr, prog, "the export %s holds no state machine data (an on-disk state machine's metadata-only snapshot): "+
+			"a replica cannot be rebuilt from it; nothing was changed", *exported)
+	}
 	if uint64(m.Group) != *group {
 		return failf(stderr, prog, "the export is of group %d, not --group %d; nothing was changed", m.Group, *group)
 	}

@@ -86,10 +86,12 @@ type metaJSON struct {
 	// MetadataOnly: an on-disk state machine's compaction snapshot, whose
 	// data stream holds only the header (sessions, indexes): the state
 	// machine's data stays in its own files on the host.
-	MetadataOnly bool   `json:"metadata_only"`
-	Compression  string `json:"compression"`
-	Bytes        uint64 `json:"bytes"`
-	MetaBytes    int    `json:"meta_bytes"`
+	MetadataOnly bool `json:"metadata_only"`
+	// Compression is how transfers of this snapshot encode their chunks;
+	// the files themselves are raw.
+	Compression string `json:"compression"`
+	Bytes       uint64 `json:"bytes"`
+	MetaBytes   int    `json:"meta_bytes"`
 }
 
 // streamHeader is what the first bytes of the data file say: the header
@@ -296,14 +298,14 @@ func (r *snapshotReport) verify() {
 			problem("unexpected %s %q: the meta does not list it", entryKind(e), e.Name())
 		}
 	}
-	if m.Compression == raftpb.NoCompression {
-		for _, fr := range r.Files {
-			if fr.Name == snapshot.DataFile && fr.Status == "ok" {
-				h := readStreamHeader(filepath.Join(dir, fr.Name), fr.Size)
-				r.Header = &h
-				if h.Error == "" {
-					r.Meta.MetadataOnly = m.OnDisk && !h.Full
-				}
+	// Files are raw at rest whatever the meta's Compression, which names
+	// the encoding of transfer chunks only (internal/snapshot compress.go).
+	for _, fr := range r.Files {
+		if fr.Name == snapshot.DataFile && fr.Status == "ok" {
+			h := readStreamHeader(filepath.Join(dir, fr.Name), fr.Size)
+			r.Header = &h
+			if h.Error == "" {
+				r.Meta.MetadataOnly = m.OnDisk && !h.Full
 			}
 		}
 	}
@@ -574,7 +576,7 @@ func printSnapshot(w io.Writer, s *snapshotReport) {
 		}
 		fmt.Fprintf(w, "  state machine type %d version %d, on disk %t, metadata only %t\n",
 			m.StateMachineType, m.StateMachineVersion, m.OnDisk, m.MetadataOnly)
-		fmt.Fprintf(w, "  compression %s\n", m.Compression)
+		fmt.Fprintf(w, "  transfer compression %s\n", m.Compression)
 		if h := s.Header; h != nil {
 			if h.Error != "" {
 				fmt.Fprintf(w, "  stream header: unreadable: %s\n", h.Error)

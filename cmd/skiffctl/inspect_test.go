@@ -31,7 +31,7 @@ func TestInspectPublished(t *testing.T) {
 	for _, want := range []string{
 		"group 1  index " + itoa(f.snapIndex),
 		"voter        1  " + f.addr,
-		"compression none",
+		"transfer compression none",
 		"data ",
 		"OK: every file matches the meta",
 		"state machine data follows: true",
@@ -272,5 +272,16 @@ func TestInspectMetadataOnly(t *testing.T) {
 	s := rep.Snapshots[0]
 	if !s.Meta.OnDisk || !s.Meta.MetadataOnly || s.Header == nil || s.Header.Full {
 		t.Fatalf("meta %+v header %+v: want on disk, metadata only", s.Meta, s.Header)
+	}
+
+	// Such a snapshot, taken for an export, cannot rebuild a replica:
+	// import refuses it.
+	data := filepath.Join(t.TempDir(), "d")
+	code, _, errOut := runCmd("import", "--exported", s.Dir, "--data", data, "--id", "1", "--members", "1=127.0.0.1:7000")
+	if code != exitFail || !strings.Contains(errOut, "holds no state machine data") {
+		t.Fatalf("import of a metadata-only snapshot: exit %d %q", code, errOut)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("the refused import created %s", data)
 	}
 }
