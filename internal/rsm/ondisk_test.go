@@ -253,3 +253,79 @@ func TestOnDiskSnapshotEndingWithConfigChange(t *testing.T) {
 		t.Fatalf("SM missing entry 4: err = %v, want ErrNeedFullSnapshot", err)
 	}
 }
+
+// The index recorded as "the state machine's data" in a snapshot must be
+// one the state machine itself reports from Open after a restart: the last
+// entry it was given (or its restored data's). Restoring a snapshot must
+// not raise it to the snapshot's index, or a later metadata-only snapshot
+// claims data the state machine never held, and the replica refuses its own
+// snapshot at the next restart. Found by skiffkv's linearizability test (a
+// replica killed twice early, while the log held only config changes and
+// no-ops).
+func TestOnDiskSnapshotRecordsTheStateMachinesOwnIndex(t *testing.T) {
+	m := testMembership
+	t.Run("metadata-only", func(t *testing.T) {
+		s := newRSM(t, &diskSM{}, 0)
+		if _, err := s.Apply(Batch{Entries: []raftpb.Entry{noop(1, 1), confChange(2, 1, 0, false), noop(3, 1)}, Membership: &m}, nil); err != nil {
+			t.Fatal(err)
+		}
+		c3, err := s.Capture(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data3 := captureBytes(t, c3, nil)
+
+		// Restart: the state machine never saw an entry.
+		r := newRSM(t, &diskSM{}, 0)
+		if err := r.Restore(context.Background(), metaOf(c3), bytes.NewReader(data3), nil); err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, r, noop(4, 2), noop(5, 2))
+		c5, err := r.Capture(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c5.smIndex != 0 {
+			t.Fatalf("snapshot at 5 records state machine data at %d; the state machine holds nothing", c5.smIndex)
+		}
+		data5 := captureBytes(t, c5, nil)
+
+		// Restart again: still nothing in the state machine, and that is
+		// all the snapshot needs.
+		r2 := newRSM(t, &diskSM{}, 0)
+		if err := r2.Restore(context.Background(), metaOf(c5), bytes.NewReader(data5), nil); err != nil {
+			t.Fatalf("restart refused its own snapshot: %v", err)
+		}
+		mustApply(t, r2, normal(6, 2, 6, "a"))
+	})
+	t.Run("full", func(t *testing.T) {
+		src := newRSM(t, &diskSM{}, 0)
+		mustApply(t, src, normal(1, 1, 1, "a"), noop(2, 1))
+		full, err := src.Capture(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := captureBytes(t, full, nil)
+
+		// A follower installs it: its data now says 1 (the last entry the
+		// leader's state machine applied), not 2.
+		sm := &diskSM{}
+		dst := newRSM(t, sm, 0)
+		if err := dst.Restore(context.Background(), metaOf(full), bytes.NewReader(data), nil); err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, dst, noop(3, 2))
+		c3, err := dst.Capture(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c3.smIndex != 1 || sm.durable != 1 {
+			t.Fatalf("snapshot at 3 records state machine data at %d (state machine durable at %d), want 1", c3.smIndex, sm.durable)
+		}
+		data3 := captureBytes(t, c3, nil)
+		r := newRSM(t, &diskSM{durable: 1, memSM: memSM{cmds: []string{"a"}, indexes: []uint64{1}}}, 0)
+		if err := r.Restore(context.Background(), metaOf(c3), bytes.NewReader(data3), nil); err != nil {
+			t.Fatalf("restart after an install refused its own snapshot: %v", err)
+		}
+	})
+}

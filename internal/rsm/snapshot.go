@@ -287,8 +287,11 @@ func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Rea
 		if n, _ := data.Read(one[:]); n != 0 {
 			return wrap(fmt.Errorf("metadata-only snapshot followed by data: %w", ErrCorruptSnapshot))
 		}
-		// Entries up to the snapshot never reach SM.Apply again.
-		s.smIndex = max(s.smIndex, meta.Index)
+		// smIndex stays the state machine's own: entries up to the
+		// snapshot never reach SM.Apply again because applied moves to
+		// the snapshot, and raising smIndex to it would make the next
+		// snapshot claim data the state machine never held (its Open
+		// after a restart could not return that index).
 	} else if s.onDisk != nil && s.smIndex >= h.smIndex && s.applied <= meta.Index {
 		// A full snapshot, but the on-disk state machine already holds
 		// its data (a local restart after an install): restoring would
@@ -297,14 +300,16 @@ func (s *RSM) Restore(ctx context.Context, meta raftpb.SnapshotMeta, data io.Rea
 		// Only the sessions are taken.
 		s.log.Info("on-disk state machine is current; snapshot data not restored",
 			"index", meta.Index, "state_machine_index", s.smIndex)
-		s.smIndex = max(s.smIndex, meta.Index)
 	} else {
 		s.log.Info("restoring state machine from snapshot", "index", meta.Index, "term", meta.Term, "files", len(files))
 		if err := s.sm.Restore(ctx, data, files); err != nil {
 			s.failed = wrap(fmt.Errorf("state machine: %w", err))
 			return s.failed
 		}
-		s.smIndex = meta.Index
+		// The restored data holds what the capturing state machine had
+		// applied, which may trail the snapshot index (no-ops and config
+		// changes never reach it); that is what its Open reports later.
+		s.smIndex = h.smIndex
 	}
 	s.sessions = h.sessions
 	s.applied, s.term = meta.Index, meta.Term
