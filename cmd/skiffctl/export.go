@@ -39,6 +39,8 @@ Example:
 type exportResult struct {
 	Index uint64 `json:"index"`
 	Dir   string `json:"dir"`
+	// Seconds the server took, when it says (skiffkv does).
+	Seconds float64 `json:"seconds,omitempty"`
 }
 
 // serverError is skiffkv's JSON error body (DESIGN §7).
@@ -94,7 +96,11 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "exported snapshot at index %d to %s on the server's host\n", res.Index, res.Dir)
+	took := ""
+	if res.Seconds > 0 {
+		took = fmt.Sprintf(" in %.2fs", res.Seconds)
+	}
+	fmt.Fprintf(stdout, "exported snapshot at index %d to %s on the server's host%s\n", res.Index, res.Dir, took)
 	fmt.Fprintf(stdout, "verify it there with: skiffctl snapshot inspect %s\n", res.Dir)
 	return exitOK
 }

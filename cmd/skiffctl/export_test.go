@@ -28,7 +28,7 @@ func fakeServer(t *testing.T, status int, body string) (*httptest.Server, *[]str
 }
 
 func TestExport(t *testing.T) {
-	srv, asked := fakeServer(t, http.StatusOK, `{"index": 42}`)
+	srv, asked := fakeServer(t, http.StatusOK, `{"index": 42, "seconds": 0.25}`)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	code, out, errOut := runCmd("snapshot", "export", "--http", addr, "--dir", "/backups/kv dir")
 	if code != exitOK {
@@ -37,7 +37,7 @@ func TestExport(t *testing.T) {
 	if len(*asked) != 1 || (*asked)[0] != "/backups/kv dir" {
 		t.Fatalf("the server was asked for %q", *asked)
 	}
-	if !strings.Contains(out, "exported snapshot at index 42 to /backups/kv dir/snapshot-00000000000000000042") {
+	if !strings.Contains(out, "exported snapshot at index 42 to /backups/kv dir/snapshot-00000000000000000042 on the server's host in 0.25s") {
 		t.Fatalf("output:\n%s", out)
 	}
 	// --json, and a URL with its scheme.

@@ -89,6 +89,21 @@ func TestInspectStore(t *testing.T) {
 	if !strings.Contains(out, f.snapDir) || !strings.Contains(out, "published snapshot(s), all OK") {
 		t.Fatalf("store output:\n%s", out)
 	}
+	// Temp and quarantined directories are listed, not verified.
+	cp := t.TempDir()
+	copyTree(t, store, cp)
+	if err := os.Mkdir(filepath.Join(cp, "snapshot-00000000000000000005-3.corrupt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cp, "notes.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCmd("snapshot", "inspect", cp)
+	if code != exitOK || !strings.Contains(out, "snapshot-00000000000000000005-3.corrupt  corrupt (quarantined") ||
+		!strings.Contains(out, "notes.txt  not a snapshot") {
+		t.Fatalf("store with leftovers: exit %d\n%s", code, out)
+	}
+
 	// The host directory itself is not a store: a hint, exit 1.
 	code, _, errOut = runCmd("snapshot", "inspect", f.data)
 	if code != exitFail || !strings.Contains(errOut, "try "+store) {
