@@ -217,7 +217,9 @@ func (db *DB) waitLocked(b *batch) error {
 		db.maybeEndGatherLocked()
 	}
 	for !b.done {
-		if !db.mu.writing {
+		// b may be written already and being applied: only the filling
+		// batch is led.
+		if !db.mu.writing && b == db.mu.cur {
 			db.lead(b)
 			continue
 		}
@@ -242,11 +244,25 @@ func (db *DB) waitLocked(b *batch) error {
 
 // lead writes the filling batch (which holds the caller's op). Called and
 // returns with db.mu held.
+//
+// Writing and applying are two stages. The writer role (db.mu.writing)
+// covers a record's write and fsync only, so there is still at most one
+// unsynced record — the recovery invariant of package wal. Once the record
+// is durable the leader hands the role on, and the next batch's leader
+// writes it while this one is applied (indexes, entry cache): the disk
+// does not idle while the CPU applies. Applies run in write order
+// (db.mu.applySeq), and a batch's callers are woken and its groups
+// released only after its apply, so a caller that returns reads its own
+// writes, readers never see a record before it is durable, and the next
+// update of a group is validated against the applied state. Segment GC
+// writes records and reads what applies build, so it runs only with the
+// writer role held and every written batch applied (collectLocked).
 func (db *DB) lead(b *batch) {
 	if b != db.mu.cur {
 		panic("logdb: leader's batch is not the filling batch")
 	}
 	db.mu.writing = true
+	db.collectLocked()
 	db.gatherLocked(b)
 	var next *batch
 	if n := len(db.mu.spare); n > 0 {
@@ -262,6 +278,8 @@ func (db *DB) lead(b *batch) {
 	for b.filling > 0 {
 		db.mu.fill.Wait()
 	}
+	ticket := db.mu.writeSeq
+	db.mu.writeSeq++
 	// Only a batch of several callers is timed: a gather follows only a
 	// batch larger than one, so a single sequential writer's path reads
 	// no clock.
@@ -270,44 +288,85 @@ func (db *DB) lead(b *batch) {
 
 	pos, err := db.write(b, timed)
 	size := len(b.wb.Buf)
+
+	db.mu.Lock()
+	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
+		db.mu.failed = err
+	}
+	db.mu.lastWaiters = b.waiters
+	db.mu.recordHigh = max(size, db.mu.recordHigh-db.mu.recordHigh/8)
+	db.mu.lastWrite = db.lastWrite
+	// The record is durable (or failed, consuming nothing): the next
+	// leader may write while this batch is applied.
+	db.mu.writing = false
+	if db.mu.cur.waiters > 0 {
+		db.mu.cur.cond.Signal() // one of them leads the next batch
+	}
+	for db.mu.applySeq != ticket {
+		db.mu.applied.Wait()
+	}
+	db.mu.Unlock()
+
 	if err == nil {
 		var kept bool
 		// A large record is kept by the cache rather than copied; a small
 		// one is copied into the slab, which costs no allocation per
 		// batch (a new record buffer would).
-		kept, err = db.applyRecord(b.wb.Buf, pos, len(b.wb.Buf) >= slabSize)
+		kept, err = db.applyRecord(b.wb.Buf, pos, size >= slabSize)
 		if kept {
 			// The entry cache now points into this record: give the batch
 			// a new buffer of about the same size (no regrowth by
 			// doubling); the old one lives until its entries are evicted.
-			b.wb.Buf = make([]byte, 0, len(b.wb.Buf)+len(b.wb.Buf)/4)
+			b.wb.Buf = make([]byte, 0, size+size/4)
 			b.wb.Reset()
 		}
 	}
+	gc := db.gcDirty // written only by applies and GC, which are ordered
 
 	db.mu.Lock()
+	db.mu.applySeq++
+	db.mu.gcPending = db.mu.gcPending || gc
+	db.mu.applied.Broadcast()
 	for _, g := range b.groups {
 		g.busy = false
 	}
 	b.done, b.err = true, err
-	db.mu.lastWaiters = b.waiters
-	db.mu.recordHigh = max(size, db.mu.recordHigh-db.mu.recordHigh/8)
-	db.mu.lastWrite = db.lastWrite
 	db.mu.draining += b.waiters
 	b.cond.Broadcast()
-	if err != nil && errors.Is(err, ErrStorageFailed) && db.mu.failed == nil {
-		db.mu.failed = err
+	if !db.mu.writing && db.mu.gcPending && db.mu.applySeq == db.mu.writeSeq {
+		// Nobody is writing and nothing written is unapplied: collect now
+		// rather than at the next leader's start, so that the segments a
+		// single writer's call freed are gone when it returns.
+		db.mu.writing = true
+		db.collectLocked()
+		db.mu.writing = false
+		if db.mu.cur.waiters > 0 {
+			db.mu.cur.cond.Signal()
+		}
 	}
-	if db.mu.failed == nil && !db.mu.closed {
-		db.mu.Unlock()
-		db.maybeGC()
-		db.mu.Lock()
-	}
-	db.mu.writing = false
 	db.mu.idle.Broadcast()
-	if db.mu.cur.waiters > 0 {
-		db.mu.cur.cond.Signal() // one of them leads the next batch
+}
+
+// collectLocked runs segment GC if an apply freed something. The caller
+// holds the writer role; GC waits for every written batch to be applied
+// first (it reads segment pins and group state, and its metadata rewrite
+// must describe everything before it in the log). Called and returns with
+// db.mu held.
+func (db *DB) collectLocked() {
+	if !db.mu.gcPending {
+		return
 	}
+	for db.mu.applySeq != db.mu.writeSeq {
+		db.mu.applied.Wait()
+	}
+	if db.mu.failed != nil || db.mu.closed {
+		return
+	}
+	db.mu.Unlock()
+	db.maybeGC()
+	pending := db.gcDirty // a failed deletion retries
+	db.mu.Lock()
+	db.mu.gcPending = pending
 }
 
 // gatherLocked lets the callers of the previous batch join b before it is

@@ -118,6 +118,13 @@ type DB struct {
 		// fill is broadcast when a batch's last region is filled (see
 		// saveRegion).
 		fill sync.Cond
+		// writeSeq counts batches given to the writer, applySeq batches
+		// applied; applies run in write order (see lead). applied is
+		// broadcast after each apply. gcPending: an apply freed something
+		// for segment GC (collectLocked).
+		writeSeq, applySeq uint64
+		applied            sync.Cond
+		gcPending          bool
 		// recordHigh: a decaying maximum of the records written, the size
 		// a batch's buffer grows to at once.
 		recordHigh int
@@ -199,6 +206,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 	db.mu.idle.L = &db.mu
 	db.mu.gather.L = &db.mu
 	db.mu.fill.L = &db.mu
+	db.mu.applied.L = &db.mu
 	db.gcDirty = true
 	return db, nil
 }
@@ -212,8 +220,10 @@ func (db *DB) Close() error {
 		return ErrClosed
 	}
 	db.mu.closed = true
-	// Callers already queued still get their batch written.
-	for db.mu.writing || db.mu.cur.waiters > 0 {
+	// Callers already queued still get their batch written, and every
+	// written batch is applied (an apply may still be running when the
+	// writer role is free).
+	for db.mu.writing || db.mu.cur.waiters > 0 || db.mu.applySeq != db.mu.writeSeq {
 		db.mu.idle.Wait()
 	}
 	db.mu.writing = true // nobody leads again
