@@ -182,6 +182,9 @@ func TestImportSkiffkvDir(t *testing.T) {
 	if code, _, errOut := runCmd(args()...); code != exitFail || !strings.Contains(errOut, "belongs to replica 2, not --id 3") {
 		t.Fatalf("another replica's dir: exit %d %q", code, errOut)
 	}
+	if !maps.Equal(before, treeDigest(t, data)) {
+		t.Fatal("a refused import changed the data directory")
+	}
 	writeIdent(skiffkvIdentity{DeploymentID: 9, ReplicaID: 3})
 	before = treeDigest(t, data)
 	if code, _, errOut := runCmd(args("--deployment-id", "4")...); code != exitFail || !strings.Contains(errOut, "belongs to deployment 9, not --deployment-id 4") {
