@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // Sentinel errors. Callers test them with errors.Is; the returned errors
@@ -234,9 +235,12 @@ func decodeQuery(b []byte) (query, error) {
 	return q, nil
 }
 
+// uvarint splits a uvarint off b. It accepts only the shortest encoding
+// (binary.Uvarint also takes padded ones like 0x80 0x00), so that every
+// command has exactly one encoding.
 func uvarint(b []byte) (uint64, []byte, bool) {
 	v, n := binary.Uvarint(b)
-	if n <= 0 {
+	if n <= 0 || n != (bits.Len64(v|1)+6)/7 {
 		return 0, nil, false
 	}
 	return v, b[n:], true

@@ -40,7 +40,7 @@ func TestRestoreCrashAtEveryStep(t *testing.T) {
 		clones = append(clones,
 			mem.CrashClone(vfs.CrashCloneCfg{}),
 			mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rng}))
-		ops = append(ops, fmt.Sprintf("before op %d on %s", op.Kind, op.Path), fmt.Sprintf("(50%% unsynced) before op %d on %s", op.Kind, op.Path))
+		ops = append(ops, "before "+opName(op), "(50% of unsynced data) before "+opName(op))
 		return nil
 	}))
 
@@ -122,4 +122,17 @@ func TestRestoreCrashAtEveryStep(t *testing.T) {
 	if !maps.Equal(contents(t, a), newModel) {
 		t.Fatal("the source of the snapshot changed")
 	}
+}
+
+func opName(op errorfs.Op) string {
+	names := map[errorfs.OpKind]string{
+		errorfs.OpCreate: "create", errorfs.OpLink: "link", errorfs.OpRemove: "remove",
+		errorfs.OpRemoveAll: "remove-all", errorfs.OpRename: "rename", errorfs.OpMkdirAll: "mkdir",
+		errorfs.OpFileClose: "close", errorfs.OpFileWrite: "write", errorfs.OpFileSync: "sync",
+	}
+	name, ok := names[op.Kind]
+	if !ok {
+		name = fmt.Sprintf("op %d", op.Kind)
+	}
+	return name + " " + op.Path
 }
