@@ -250,10 +250,15 @@ func TestReplicaCatchesUpBySnapshotInstall(t *testing.T) {
 		}
 		model["key0002"] = "cas"
 		l := c.leader()
-		if _, err := c.nodes[l].host.RequestSnapshot(ctx, group,
-			skiff.SnapshotOption{OverrideCompactionOverhead: true}); err != nil && !errors.Is(err, skiff.ErrNoNewEntries) {
-			t.Fatalf("request snapshot: %v", err)
-		}
+		// A periodic snapshot may be saving (ErrBusy): retry until ours
+		// is taken, or there is nothing new to take.
+		c.eventually("a snapshot that compacts the whole log", func() bool {
+			_, err := c.nodes[l].host.RequestSnapshot(ctx, group, skiff.SnapshotOption{OverrideCompactionOverhead: true})
+			if err != nil && !errors.Is(err, skiff.ErrNoNewEntries) && !errors.Is(err, skiff.ErrBusy) {
+				t.Fatalf("request snapshot: %v", err)
+			}
+			return !errors.Is(err, skiff.ErrBusy)
+		})
 		if st := c.status(l); st.FirstIndex <= 100 {
 			t.Fatalf("leader's log starts at %d: not compacted past the removed replica", st.FirstIndex)
 		}
