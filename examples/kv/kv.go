@@ -150,6 +150,16 @@ func (m *machine) Open(ctx context.Context) (uint64, error) {
 		}
 	}
 	if !found {
+		// Without CURRENT, a database directory can only be left by an
+		// Open that crashed before writing CURRENT, with nothing applied
+		// to it. One that holds applied entries means CURRENT was lost:
+		// refuse rather than delete the data and start empty.
+		for _, e := range entries {
+			if _, ok := dbSeq(e); ok && m.holdsEntries(e) {
+				return 0, fmt.Errorf("%w: %s has no %s but its database %s holds applied entries",
+					ErrCorrupt, m.dir, currentName, e)
+			}
+		}
 		name = dbName(m.nextDB)
 		m.nextDB++
 	} else if _, err := m.fs.Stat(m.fs.PathJoin(m.dir, name)); err != nil {
@@ -182,8 +192,20 @@ func (m *machine) Open(ctx context.Context) (uint64, error) {
 	m.db = db
 	m.mu.Unlock()
 	m.dbName, m.applied = name, applied
-	m.log.Debug("kv: opened", "dir", m.dir, "db", name, "applied", applied)
+	m.log.Info("kv: opened", "dir", m.dir, "db", name, "applied", applied)
 	return applied, nil
+}
+
+// holdsEntries reports whether the database directory name opens and
+// records an applied index.
+func (m *machine) holdsEntries(name string) bool {
+	db, err := m.openDB(name, false)
+	if err != nil {
+		return false // not even a database: a creation cut short
+	}
+	defer db.Close()
+	_, found, err := readApplied(db)
+	return err != nil || found
 }
 
 // removeAllBut removes every entry of the replica's directory except
@@ -456,8 +478,12 @@ func (m *machine) Close() error {
 // pebbleLogger sends Pebble's messages to the state machine's logger.
 type pebbleLogger struct{ log *slog.Logger }
 
+// Infof logs at debug level: Pebble's informational messages are routine
+// (WALs found and replayed at every open).
 func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Info("pebble: " + fmt.Sprintf(format, args...))
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug("pebble: " + fmt.Sprintf(format, args...))
+	}
 }
 
 func (l pebbleLogger) Errorf(format string, args ...any) {

@@ -333,3 +333,36 @@ func TestOpenRefusesDanglingCurrent(t *testing.T) {
 		t.Fatalf("Open with a dangling CURRENT: %v, want ErrCorrupt", err)
 	}
 }
+
+// Without CURRENT, Open removes an empty database left by a first Open
+// that crashed, but refuses to delete one that holds applied entries.
+func TestOpenWithoutCurrent(t *testing.T) {
+	checkNoPebbleGoroutines(t)
+	fs := vfs.NewMem()
+	dir := Options{Dir: testDir, FS: fs}.GroupDir(1, 1)
+	current := fs.PathJoin(dir, currentName)
+
+	m, _ := openMachine(t, fs, 1)
+	m.Close()
+	if err := fs.Remove(current); err != nil {
+		t.Fatal(err)
+	}
+	m2, applied := openMachine(t, fs, 1)
+	if applied != 0 {
+		t.Fatalf("applied %d, want 0", applied)
+	}
+	checkLayout(t, fs, 1)
+	apply(t, m2, EncodePut([]byte("k"), []byte("v")))
+	m2.Close()
+
+	if err := fs.Remove(current); err != nil {
+		t.Fatal(err)
+	}
+	m3 := newMachine(t, fs, 1)
+	if _, err := m3.Open(context.Background()); !isErr(err, ErrCorrupt) {
+		t.Fatalf("Open without CURRENT beside a database with data: %v, want ErrCorrupt", err)
+	}
+	if n := len(dirEntries(t, fs, 1)); n != 1 {
+		t.Fatalf("the refused Open changed the directory: %d entries", n)
+	}
+}
