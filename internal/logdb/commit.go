@@ -315,9 +315,15 @@ func (db *DB) lead(b *batch) {
 		kept, err = db.applyRecord(b.wb.Buf, pos, size >= slabSize)
 		if kept {
 			// The entry cache now points into this record: give the batch
-			// a new buffer of about the same size (no regrowth by
-			// doubling); the old one lives until its entries are evicted.
-			b.wb.Buf = make([]byte, 0, size+size/4)
+			// a new buffer, as large as recent records (whichever callers
+			// fill it next, it then needs no growing, which would be a
+			// second allocation and copy); the old one lives until its
+			// entries are evicted.
+			db.mu.Lock()
+			high := db.mu.recordHigh
+			db.mu.Unlock()
+			n := max(size, high)
+			b.wb.Buf = make([]byte, 0, n+n/8)
 			b.wb.Reset()
 		}
 	}
