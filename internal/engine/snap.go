@@ -222,7 +222,7 @@ type execSM struct{ n *node }
 
 func (s execSM) LastApplied() uint64 { return s.n.applied.Load() }
 
-func (s execSM) Capture() (snapshot.Capture, error) {
+func (s execSM) Capture(exported bool) (snapshot.Capture, error) {
 	n := s.n
 	var (
 		c   *rsm.Capture
@@ -238,7 +238,7 @@ func (s execSM) Capture() (snapshot.Capture, error) {
 		defer cancel()
 		defer context.AfterFunc(*p, cancel)()
 	}
-	if werr := n.onApply(ctx, func() { c, err = n.rsm.Capture(false) }); werr != nil {
+	if werr := n.onApply(ctx, func() { c, err = n.rsm.Capture(exported) }); werr != nil {
 		if p != nil && (*p).Err() != nil {
 			return nil, (*p).Err()
 		}

@@ -73,8 +73,11 @@ type StateMachine interface {
 	// Capture takes a cheap point-in-time view at LastApplied (Raft §7,
 	// hashicorp FSM.Snapshot). It runs on the goroutine that calls
 	// Prepare, which must be serialized with applies; the Capture's Save
-	// then runs concurrently with them.
-	Capture() (Capture, error)
+	// then runs concurrently with them. exported is set for an export: the
+	// snapshot leaves the host and must rebuild a replica on its own, so it
+	// must carry the state machine's data even where the group's own
+	// snapshots record only metadata (on-disk state machines).
+	Capture(exported bool) (Capture, error)
 	// Restore replaces the state with a published, verified snapshot.
 	// It runs on the goroutine that called Install.
 	Restore(ctx context.Context, r *Reader) error
@@ -338,7 +341,7 @@ func (e *Executor) prepareMode(opt SnapshotOption, requested, rebuild bool) (*Sa
 
 // create captures the state machine and opens the writer.
 func (j *SaveJob) create() error {
-	c, err := j.e.cfg.StateMachine.Capture()
+	c, err := j.e.cfg.StateMachine.Capture(j.export)
 	if err != nil {
 		return fmt.Errorf("snapshot: capture: %w", err)
 	}

@@ -105,7 +105,7 @@ func (sm *fakeSM) LastApplied() uint64 {
 	return sm.applied
 }
 
-func (sm *fakeSM) Capture() (Capture, error) {
+func (sm *fakeSM) Capture(bool) (Capture, error) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	if sm.captureErr != nil {
