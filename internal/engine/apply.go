@@ -152,8 +152,12 @@ func (n *node) checkTrigger() {
 	defer n.publishTrigger()
 	applied, _ := n.rsm.LastApplied()
 	last, _ := n.exec.LastSnapshot()
-	reason := n.trigger.Check(time.Now(), snapshot.TriggerState{
-		Applied: applied, LastSnapshotIndex: last, LogBytes: uint64(n.glog.LogBytes())})
+	now := time.Now()
+	if now.Sub(n.logBytesAt) >= n.e.cfg.TickInterval {
+		n.logBytes, n.logBytesAt = uint64(n.glog.LogBytes()), now
+	}
+	reason := n.trigger.Check(now, snapshot.TriggerState{
+		Applied: applied, LastSnapshotIndex: last, LogBytes: n.logBytes})
 	if reason == snapshot.ReasonNone || !n.saving.CompareAndSwap(false, true) {
 		return
 	}
@@ -190,6 +194,7 @@ func (n *node) runSnapshot() {
 		n.snapshotCreated(idx)
 	}
 	n.aw.submit(n, applyTask{fn: func() {
+		n.logBytesAt = time.Time{} // measure the compacted log next time
 		n.trigger.Done(time.Now())
 		n.publishTrigger()
 	}})

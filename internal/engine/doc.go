@@ -12,7 +12,11 @@
 // go before persisting, writes every group's entries and HardState with ONE
 // logdb.SaveBatch — one fsync for the whole pass — then sends the messages
 // that promise durable state, hands committed entries to the apply workers
-// and calls Advance. Heartbeats and appends to one remote host from all
+// and calls Advance. Committed entries this host already holds durably
+// (below the first entry the pass persists) go to the apply workers before
+// the SaveBatch rather than after it: on a loaded leader they are the
+// previous pass's quorum, and waiting for the next fsync cost every
+// proposal one more. Heartbeats and appends to one remote host from all
 // groups of a pass travel in one transport batch.
 //
 // Apply workers each own a shard of groups too: they apply committed
@@ -39,6 +43,10 @@
 //     anyone, so no cycle can deadlock.
 //   - Messages that promise durable state (votes, append acks) leave only
 //     after the SaveBatch that made it durable returned.
+//   - An entry is applied only once it is committed and durable on this
+//     host (an on-disk state machine never gets ahead of the local log),
+//     and a leader counts its own copy towards a quorum only after its
+//     SaveBatch returned (the core's Advance).
 //   - A new group's initial membership is written into its log as committed
 //     config-change entries 1..n at term 1, identical on every initial
 //     replica, so a replica that joins later derives the same membership
