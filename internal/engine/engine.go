@@ -323,15 +323,18 @@ func ImportSnapshot(fs vfs.FS, dir string, exportDir string, g raftpb.GroupID, m
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return raftpb.SnapshotMeta{}, err
 	}
-	meta, err := snapshot.Import(fs, exportDir, groupDir(tmp, g), g, voters)
-	if err != nil {
-		return raftpb.SnapshotMeta{}, err
-	}
+	// The log first: it holds the host's lock, so an import into the
+	// directory of a running host fails before the snapshot store is
+	// touched.
 	db, err := logdb.Open(fs, fs.PathJoin(dir, "logdb"), opts)
 	if err != nil {
 		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: open log: %w", err)
 	}
 	defer db.Close()
+	meta, err := snapshot.Import(fs, exportDir, groupDir(tmp, g), g, voters)
+	if err != nil {
+		return raftpb.SnapshotMeta{}, err
+	}
 	if err := db.ResetToSnapshot(g, meta, false); err != nil {
 		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: reset log of group %d: %w", g, err)
 	}

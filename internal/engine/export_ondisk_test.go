@@ -43,11 +43,20 @@ func TestOnDiskExportCarriesData(t *testing.T) {
 	if _, err := e.RequestSnapshot(ctx, 1, SnapshotOption{Exported: true, ExportPath: "/export"}); err != nil {
 		t.Fatal(err)
 	}
-	e.Close()
 	dirs, err := fs.List("/export")
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("export dir: %v %v", dirs, err)
 	}
+	// An import into a running host's directory is refused (the log's
+	// lock) before its snapshot store is touched.
+	before, _ := fs.List(groupDir(e, 1))
+	if _, err := ImportSnapshot(fs, "old", fs.PathJoin("/export", dirs[0]), 1, members, logdb.Options{}); err == nil {
+		t.Fatal("import into a running host's directory accepted")
+	}
+	if after, _ := fs.List(groupDir(e, 1)); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("a refused import changed the snapshot store: %v → %v", before, after)
+	}
+	e.Close()
 
 	// A new host with an empty on-disk state machine, rebuilt from the
 	// export alone.
