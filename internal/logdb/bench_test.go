@@ -183,8 +183,9 @@ func BenchmarkConcurrentAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkEngineSave is the write shape of the engine (DESIGN §6): a few
-// step workers, each owning a fixed set of groups, each saving ONE
+// BenchmarkEngineSave is the write shape of the engine (DESIGN §6): one
+// to four step workers (the engine runs one by default), each owning a
+// fixed set of groups, each saving ONE
 // SaveBatch per step pass with the updates of all its groups (several
 // entries and a HardState per group) and waiting for it before the next
 // pass — the per-group one-writer rule holds because a group belongs to
@@ -201,7 +202,7 @@ func BenchmarkConcurrentAppend(b *testing.B) {
 // worker and freed segments are recycled.
 func BenchmarkEngineSave(b *testing.B) {
 	for _, c := range []struct{ groups, workers, per int }{
-		{16, 2, 4}, {16, 4, 4}, {256, 4, 4}, {256, 4, 16},
+		{16, 2, 4}, {16, 4, 4}, {256, 4, 4}, {256, 1, 16}, {256, 2, 16}, {256, 4, 16},
 	} {
 		for _, size := range []int{16, 1024} {
 			for _, steady := range []bool{false, true} {
