@@ -338,6 +338,19 @@ func ImportSnapshot(fs vfs.FS, dir string, exportDir string, g raftpb.GroupID, m
 	if err := db.ResetToSnapshot(g, meta, false); err != nil {
 		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: reset log of group %d: %w", g, err)
 	}
+	// The term must not be below the snapshot's: a fresh directory has
+	// term 0, and a replica elected in a term below its log's last term
+	// would append entries whose terms go backwards.
+	hs, _, err := db.Group(g).InitialState()
+	if err != nil {
+		return raftpb.SnapshotMeta{}, fmt.Errorf("engine: read state of group %d: %w", g, err)
+	}
+	if hs.Term < meta.Term {
+		hs = raftpb.HardState{Term: meta.Term, Commit: max(hs.Commit, meta.Index)}
+		if err := db.SaveBatch([]logdb.Update{{Group: g, HardState: hs}}); err != nil {
+			return raftpb.SnapshotMeta{}, fmt.Errorf("engine: save state of group %d: %w", g, err)
+		}
+	}
 	return meta, nil
 }
 

@@ -37,6 +37,10 @@ func TestOnDiskExportCarriesData(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	st, err := e.GroupStatus(1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := fs.MkdirAll("/export", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +79,11 @@ func TestOnDiskExportCarriesData(t *testing.T) {
 		t.Fatalf("start from the import: %v", err)
 	}
 	waitValue(ctx, t, e2, "k19", "v19")
+	// Terms never go backwards: the imported replica's first election is
+	// in a term above the export's (it was elected in term 1 before).
+	if st2, err := e2.GroupStatus(1); err != nil || st2.Term <= st.Term {
+		t.Fatalf("imported replica leads in term %d, the export was taken in term %d (%v)", st2.Term, st.Term, err)
+	}
 	if dst.restores != 1 {
 		t.Fatalf("restores = %d, want 1", dst.restores)
 	}
