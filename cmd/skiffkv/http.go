@@ -218,17 +218,24 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// truncatedHeader is set on a scan that stopped at its limit with more
+// keys left.
+const truncatedHeader = "X-Skiffkv-Truncated"
+
+// scan answers with at most ?limit keys, and never more than
+// --max-scan-keys: an unbounded scan would build the whole store in memory.
 func (a *api) scan(w http.ResponseWriter, r *http.Request) {
-	limit := 0
+	limit := a.c.maxScanKeys
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, codeBadRequest, "?limit must be a non-negative integer")
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "?limit must be a positive integer")
 			return
 		}
-		limit = n
+		limit = min(n, limit)
 	}
-	resp, ok := a.read(w, r, kv.EncodeScan([]byte(r.URL.Query().Get("prefix")), limit))
+	// One more than the limit says whether keys are left.
+	resp, ok := a.read(w, r, kv.EncodeScan([]byte(r.URL.Query().Get("prefix")), limit+1))
 	if !ok {
 		return
 	}
@@ -236,6 +243,10 @@ func (a *api) scan(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.fail(w, r, err)
 		return
+	}
+	if len(pairs) > limit {
+		pairs = pairs[:limit]
+		w.Header().Set(truncatedHeader, "true")
 	}
 	out := make(map[string]string, len(pairs))
 	for _, p := range pairs {

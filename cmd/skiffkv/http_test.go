@@ -61,7 +61,7 @@ func startInProcess(t *testing.T, mutate func(*serveConfig)) *inProcess {
 	raft := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	args := []string{"--id", "1", "--data", filepath.Join(t.TempDir(), "data"), "--raft-addr", raft,
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]), "--members", "1=" + raft,
-		"--max-value-bytes", "1000", "--request-timeout", "3s", "--snapshot-entries", "0"}
+		"--max-value-bytes", "1000", "--request-timeout", "3s", "--snapshot-entries", "0", "--max-scan-keys", "3"}
 	c, err := parseServe(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -182,6 +182,24 @@ func TestHTTPContract(t *testing.T) {
 	if len(m) != 2 || m["p/1"] == "" || m["p/2"] == "" {
 		t.Fatalf("scan p/ limit 2 = %v", m)
 	}
+	// The server's cap (--max-scan-keys 3 here) bounds every scan, and a
+	// scan cut short says so.
+	for _, c := range []struct {
+		query     string
+		n         int
+		truncated bool
+	}{{"?prefix=p/&limit=2", 2, true}, {"?prefix=p/&limit=3", 3, false}, {"?prefix=", 3, true}, {"?limit=100", 3, true}} {
+		resp, err := p.client.Get(p.base + "/v1/kv" + c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = nil
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if err != nil || len(m) != c.n || (resp.Header.Get(truncatedHeader) == "true") != c.truncated {
+			t.Fatalf("scan %s: %d keys, truncated %q (%v); want %d, %v", c.query, len(m), resp.Header.Get(truncatedHeader), err, c.n, c.truncated)
+		}
+	}
 
 	// Delete.
 	p.expect("DELETE", "/v1/kv/p/1", nil, 204, "")
@@ -193,6 +211,7 @@ func TestHTTPContract(t *testing.T) {
 	p.expect("PUT", "/v1/kv/", []byte("x"), 400, codeBadRequest)
 	p.expect("GET", "/v1/kv/a?stale=maybe", nil, 400, codeBadRequest)
 	p.expect("GET", "/v1/kv?limit=-1", nil, 400, codeBadRequest)
+	p.expect("GET", "/v1/kv?limit=0", nil, 400, codeBadRequest)
 	p.expect("POST", "/v1/members/0?addr=127.0.0.1:1", nil, 400, codeBadRequest)
 	p.expect("POST", "/v1/members/4", nil, 400, codeBadRequest)
 	p.expect("POST", "/v1/snapshot?export=/does/not/exist", nil, 400, codeBadRequest)

@@ -44,6 +44,7 @@ type serveConfig struct {
 	snapshotInterval   time.Duration
 	maxSendRate        int64
 	maxValueBytes      int
+	maxScanKeys        int
 	requestTimeout     time.Duration
 
 	tlsCert, tlsKey, tlsCA string
@@ -85,6 +86,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&c.snapshotInterval, "snapshot-interval", 0, "also take a snapshot on this jittered `interval` (0: off)")
 	fs.Int64Var(&c.maxSendRate, "max-snapshot-send-rate", 0, "cap on snapshot bytes sent per second, node-wide (`BYTES/S`, 0: unlimited)")
 	fs.IntVar(&c.maxValueBytes, "max-value-bytes", kv.DefaultMaxValueBytes, "largest value accepted (`BYTES`); larger is 413")
+	fs.IntVar(&c.maxScanKeys, "max-scan-keys", 100000, "most keys one scan returns (`N`); a scan cut short says so in the X-Skiffkv-Truncated header")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for its outcome before 504")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate `FILE` (PEM) for mutual TLS between replicas")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `FILE` (PEM) of --tls-cert")
@@ -109,6 +111,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return c, errors.New("--deployment-id must be non-zero")
 	case c.maxValueBytes <= 0:
 		return c, errors.New("--max-value-bytes must be positive")
+	case c.maxScanKeys <= 0:
+		return c, errors.New("--max-scan-keys must be positive")
 	case c.requestTimeout <= 0:
 		return c, errors.New("--request-timeout must be positive")
 	case c.maxSendRate < 0:
