@@ -305,11 +305,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 
 // serve runs one replica until ctx ends.
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
-	if err := checkIdentity(c); err != nil {
-		return err
-	}
 	tlsCfg, err := loadTLS(c)
 	if err != nil {
+		return err
+	}
+	if err := checkIdentity(c); err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
