@@ -155,13 +155,17 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  %s\n", d)
 	}
 	fmt.Fprintln(stdout, "next:")
-	fmt.Fprintf(stdout, "  1. run this import, with the same export and --members, on every other replica's host:\n")
-	for _, rid := range slices.Sorted(maps.Keys(members)) {
-		if rid != id {
-			fmt.Fprintf(stdout, "       skiffctl import --exported <copy of %s> --data <its data dir> --id %d --members %s\n", filepath.Base(*exported), rid, formatMembers(members))
+	step := 1
+	if len(members) > 1 {
+		fmt.Fprintf(stdout, "  %d. run this import, with the same export and --members, on every other replica's host:\n", step)
+		for _, rid := range slices.Sorted(maps.Keys(members)) {
+			if rid != id {
+				fmt.Fprintf(stdout, "       skiffctl import --exported <copy of %s> --data <its data dir> --id %d --members %s\n", filepath.Base(*exported), rid, formatMembers(members))
+			}
 		}
+		step++
 	}
-	fmt.Fprintf(stdout, "  2. start every replica with the same --members:\n")
+	fmt.Fprintf(stdout, "  %d. start every replica with the same --members:\n", step)
 	fmt.Fprintf(stdout, "       skiffkv serve --id %d --data %s --raft-addr %s --http-addr HOST:PORT --deployment-id %d --members %s\n",
 		id, *data, members[id], ident.DeploymentID, formatMembers(members))
 	return exitOK
