@@ -44,7 +44,7 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 		snapshotBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "skiff", Name: "snapshot_bytes_total",
 			Help: "Snapshot bytes by operation (created, sent, received)."}, []string{"op"}),
 		snapshotSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "skiff", Name: "snapshot_seconds",
-			Help:    "Snapshot durations by phase (save, install).",
+			Help:    "Snapshot durations by phase (save; generate: a full data snapshot of an on-disk state machine made for a follower; transfer; install).",
 			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}, []string{"phase"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "skiff", Name: "failures_total",
 			Help: "Failures by reason (snapshot_save, snapshot_install, group, storage)."}, []string{"reason"}),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/skiffdb/skiff/internal/logdb"
 	"github.com/skiffdb/skiff/internal/raft"
@@ -79,6 +80,7 @@ func (n *node) generateFull() {
 		return // the core asks again on a later tick
 	}
 	defer release()
+	start := time.Now()
 	var (
 		c   *rsm.Capture
 		err error
@@ -109,7 +111,17 @@ func (n *node) generateFull() {
 		n.log.Warn("full snapshot commit", "err", err)
 		return
 	}
-	n.snapshotCreated(c.Index())
+	n.e.metrics.snapshotSeconds.WithLabelValues("generate").Observe(since(start))
+	// The size is the send store's snapshot: a metadata-only snapshot of
+	// the group's own store may sit at the same index.
+	var bytes int64
+	if m, ok := n.sendStore.Latest(); ok && m.Index == c.Index() {
+		for _, f := range m.Files {
+			bytes += int64(f.Size)
+		}
+	}
+	n.e.metrics.snapshotBytes.WithLabelValues("created").Add(float64(bytes))
+	n.e.cfg.Listener.OnEvent(Event{Kind: SnapshotCreated, Group: n.group, Replica: n.replica, Index: c.Index(), Bytes: bytes})
 }
 
 // offerStore is the store whose snapshots are sent to followers.
