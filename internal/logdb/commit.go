@@ -3,6 +3,7 @@ package logdb
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -299,13 +300,23 @@ func (db *DB) lead(b *batch) {
 	// The record is durable (or failed, consuming nothing): the next
 	// leader may write while this batch is applied.
 	db.mu.writing = false
-	if db.mu.cur.waiters > 0 {
+	handoff := db.mu.cur.waiters > 0
+	if handoff {
 		db.mu.cur.cond.Signal() // one of them leads the next batch
 	}
 	for db.mu.applySeq != ticket {
 		db.mu.applied.Wait()
 	}
 	db.mu.Unlock()
+	if handoff {
+		// The woken leader is queued to run on this P after this
+		// goroutine; if it applied now, the other P busy encoding, the
+		// next write would start only after the apply (measured: 0.3 to
+		// 0.6 ms from the signal to the next leader, in 4 of 5 cycles,
+		// with the next batch ready). Let it write first: it soon
+		// blocks in its fsync and this goroutine applies meanwhile.
+		runtime.Gosched()
+	}
 
 	if err == nil {
 		var kept bool
