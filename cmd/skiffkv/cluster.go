@@ -273,6 +273,23 @@ func (c *localCluster) snapshot(ctx context.Context, id uint64) (uint64, error) 
 	}
 }
 
+// snapshotSeconds is the total time replica id's host spent in a snapshot
+// phase (generate, transfer, install: the skiff_snapshot_seconds histogram
+// of /metrics).
+func (c *localCluster) snapshotSeconds(ctx context.Context, id uint64, phase string) (float64, error) {
+	b, err := c.do(ctx, http.MethodGet, c.url(id, "/metrics"), nil)
+	if err != nil {
+		return 0, err
+	}
+	prefix := `skiff_snapshot_seconds_sum{phase="` + phase + `"} `
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, nil // nothing observed yet
+}
+
 // waitFor polls cond every 50ms until it returns true, an error, or ctx
 // ends; every poll also checks that the given replicas are still running.
 func (c *localCluster) waitFor(ctx context.Context, what string, ids []uint64, cond func(context.Context) (bool, error)) error {

@@ -207,6 +207,16 @@ func TestEndToEndSnapshotCatchUp(t *testing.T) {
 	if vs.Snapshot.Index < lst.FirstIndex || vs.FirstIndex <= vst.LastIndex {
 		t.Fatalf("the victim caught up without installing a snapshot: %+v", vs)
 	}
+	// The hosts timed the phases: the leader generated a data snapshot on
+	// demand, the victim fetched and installed it.
+	for _, m := range []struct {
+		id    uint64
+		phase string
+	}{{leader, "generate"}, {victim, "transfer"}, {victim, "install"}} {
+		if s, err := cl.snapshotSeconds(ctx, m.id, m.phase); err != nil || s <= 0 {
+			t.Errorf("replica %d: %s time %v (%v), want > 0", m.id, m.phase, s, err)
+		}
+	}
 	checkAll(ctx, t, cl, all, acked)
 
 	// kill -9 every replica: nothing acknowledged is lost.
