@@ -263,7 +263,7 @@ func (db *DB) lead(b *batch) {
 		panic("logdb: leader's batch is not the filling batch")
 	}
 	db.mu.writing = true
-	db.collectLocked()
+	db.collectLocked(false)
 	db.gatherLocked(b)
 	var next *batch
 	if n := len(db.mu.spare); n > 0 {
@@ -355,7 +355,7 @@ func (db *DB) lead(b *batch) {
 		// rather than at the next leader's start, so that the segments a
 		// single writer's call freed are gone when it returns.
 		db.mu.writing = true
-		db.collectLocked()
+		db.collectLocked(true)
 		db.mu.writing = false
 		if db.mu.cur.waiters > 0 {
 			db.mu.cur.cond.Signal()
@@ -367,15 +367,23 @@ func (db *DB) lead(b *batch) {
 // collectLocked runs segment GC if an apply freed something. The caller
 // holds the writer role; GC waits for every written batch to be applied
 // first (it reads segment pins and group state, and its metadata rewrite
-// must describe everything before it in the log). Called and returns with
-// db.mu held.
-func (db *DB) collectLocked() {
+// must describe everything before it in the log). A leader (idle false)
+// does not wait for the apply of the previous batch — that would put the
+// apply back between two writes — but defers the GC, at most
+// gcMaxDefer times in a row, to a moment when nothing is left to apply.
+// Called and returns with db.mu held.
+func (db *DB) collectLocked(idle bool) {
 	if !db.mu.gcPending {
+		return
+	}
+	if !idle && db.mu.applySeq != db.mu.writeSeq && db.mu.gcDeferred < gcMaxDefer {
+		db.mu.gcDeferred++
 		return
 	}
 	for db.mu.applySeq != db.mu.writeSeq {
 		db.mu.applied.Wait()
 	}
+	db.mu.gcDeferred = 0
 	if db.mu.failed != nil || db.mu.closed {
 		return
 	}
@@ -440,6 +448,11 @@ const (
 	// encoded outside db.mu (saveRegion). Below it, the copy is cheaper
 	// than the second round on db.mu that saveRegion costs.
 	regionMinBytes = 16 << 10
+	// gcMaxDefer: leaders that may skip a pending segment GC because
+	// the previous batch is still being applied (see collectLocked).
+	// Deferring bounds how long freed segments stay on disk to a few
+	// batches.
+	gcMaxDefer = 8
 	// gatherFraction bounds a leader's wait for stragglers to this
 	// fraction of the last write+sync.
 	gatherFraction = 4

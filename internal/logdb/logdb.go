@@ -125,6 +125,7 @@ type DB struct {
 		writeSeq, applySeq uint64
 		applied            sync.Cond
 		gcPending          bool
+		gcDeferred         int // leaders in a row that skipped a pending GC
 		// recordHigh: a decaying maximum of the records written, the size
 		// a batch's buffer grows to at once.
 		recordHigh int
