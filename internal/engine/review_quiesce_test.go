@@ -136,6 +136,23 @@ func TestReviewQuiesceWithUncommittedEntries(t *testing.T) {
 		_, err := es[lead-1].Propose(ctx, 1, []byte("b=2"))
 		res <- err
 	}()
+	// The entry is in the leader's log and uncommitted before the clock
+	// starts: on a loaded machine the proposal can take longer to arrive
+	// than the wait below, and a leader with nothing pending may quiesce.
+	for {
+		st, err := es[lead-1].GroupStatus(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.LastIndex > st.Commit {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the proposal never reached the leader's log")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	// Three times the quiesce threshold without appends getting through.
 	<-time.After(3 * 20 * 10 * time.Millisecond)
 	if quiesced(es[lead-1], 1) {
