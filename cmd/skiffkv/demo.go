@@ -51,7 +51,7 @@ func parseDemo(args []string, stderr io.Writer) (demoConfig, error) {
 	fs.BoolVar(&c.keep, "keep", false, "leave the cluster running at the end and print URLs to try (Ctrl-C stops it)")
 	fs.IntVar(&c.keys, "keys", 20000, "keys to load (`N`); as many again are written while a replica is down")
 	fs.IntVar(&c.valueSize, "value-size", 1024, "value size in `BYTES`")
-	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "give up after this long")
+	fs.DurationVar(&c.timeout, "timeout", 3*time.Minute, "give up on the demo's steps after this long (--keep then runs until Ctrl-C)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -105,6 +105,9 @@ type demoStats struct {
 }
 
 func demo(ctx context.Context, c demoConfig, out io.Writer) (err error) {
+	// The steps have a deadline; a cluster kept running (--keep) runs until
+	// the parent context ends (Ctrl-C).
+	keepCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	bin, err := os.Executable()
@@ -237,7 +240,7 @@ func demo(ctx context.Context, c demoConfig, out io.Writer) (err error) {
 	printSummary(out, c, st, victim)
 	if c.keep {
 		printKeep(out, cl, dir)
-		<-ctx.Done()
+		<-keepCtx.Done()
 		fmt.Fprintln(out, "stopping the cluster")
 	}
 	return nil

@@ -24,6 +24,9 @@ type progress struct {
 	closed bool
 }
 
+// clearToEOL erases what a longer earlier line left on the terminal.
+const clearToEOL = "\x1b[K"
+
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -48,7 +51,7 @@ func (p *progress) set(done int64) {
 	if p.tty {
 		if now.Sub(p.drawn) >= 100*time.Millisecond {
 			p.drawn = now
-			fmt.Fprintf(p.w, "\r%s", p.line(now))
+			fmt.Fprintf(p.w, "\r%s%s", p.line(now), clearToEOL)
 		}
 		return
 	}
@@ -73,7 +76,7 @@ func (p *progress) finish() {
 	p.closed = true
 	line := p.line(time.Now())
 	if p.tty {
-		fmt.Fprintf(p.w, "\r%s\n", line)
+		fmt.Fprintf(p.w, "\r%s%s\n", line, clearToEOL)
 		return
 	}
 	fmt.Fprintf(p.w, "%s\n", line)
