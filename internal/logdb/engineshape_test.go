@@ -42,7 +42,7 @@ func TestEngineShapeCompactCrash(t *testing.T) {
 					atClone[1][i] = ackedCompact[i].Load()
 				}
 			}
-			db, err := Open(errorfs.Wrap(mem, cp), "db", Options{SegmentSize: 4096, CacheBytes: 2048, Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed)})
+			db, err := Open(errorfs.Wrap(mem, cp), "db", Options{SegmentSize: 4096, CacheBytes: 2048, Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed), splitEncodeBytes: splitMin(seed)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,6 +55,8 @@ type Options struct {
 	// regionMinBytes overrides the default regionMinBytes (tests: 1 puts
 	// every SaveBatch with data through saveRegion).
 	regionMinBytes int
+	// splitEncodeBytes overrides the default splitEncodeBytes (tests).
+	splitEncodeBytes int
 }
 
 func (o *Options) fill() {
@@ -72,6 +74,9 @@ func (o *Options) fill() {
 	}
 	if o.regionMinBytes <= 0 {
 		o.regionMinBytes = regionMinBytes
+	}
+	if o.splitEncodeBytes <= 0 {
+		o.splitEncodeBytes = splitEncodeBytes
 	}
 }
 

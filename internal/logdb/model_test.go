@@ -274,7 +274,7 @@ func TestModelCrash(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed))
 			r := &modelRun{t: t, rng: rng, groups: 2 + rng.IntN(30), m: model{}, term: 1,
 				opts: Options{SegmentSize: int64(4096 << rng.IntN(4)), CacheBytes: int64(rng.IntN(3)) * 20000,
-					Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed)}}
+					Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed), splitEncodeBytes: splitMin(seed)}}
 			if r.opts.CacheBytes == 0 {
 				r.opts.CacheBytes = -1
 			}
@@ -340,7 +340,7 @@ func TestGroupCommitCrash(t *testing.T) {
 					ackedAtClone[i] = acked[i].Load()
 				}
 			}
-			db, err := Open(errorfs.Wrap(mem, cp), "db", Options{SegmentSize: 8192, Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed)})
+			db, err := Open(errorfs.Wrap(mem, cp), "db", Options{SegmentSize: 8192, Logger: slog.New(slog.DiscardHandler), regionMinBytes: regionMin(seed), splitEncodeBytes: splitMin(seed)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -410,6 +410,16 @@ func TestGroupCommitCrash(t *testing.T) {
 // test data is far below the default threshold.
 func regionMin(seed uint64) int {
 	if seed%2 == 1 {
+		return 1
+	}
+	return 0
+}
+
+// splitMin encodes every third seed's multi-update SaveBatch calls in two
+// halves at once (encodeSplit), whatever their size; with regionMin, one
+// seed in six goes both ways.
+func splitMin(seed uint64) int {
+	if seed%3 == 0 {
 		return 1
 	}
 	return 0

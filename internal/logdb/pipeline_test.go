@@ -77,7 +77,7 @@ func pipelineOrderAndFailure(t *testing.T, regionMin int) {
 	mem := vfs.NewCrashableMem()
 	gate := &syncGate{held: make(chan struct{}), release: make(chan error)}
 	var w0 int64
-	db, err := Open(errorfs.Wrap(mem, gate), "db", Options{Logger: quiet, SegmentSize: 64 << 10, prepareInline: true, regionMinBytes: regionMin})
+	db, err := Open(errorfs.Wrap(mem, gate), "db", Options{Logger: quiet, SegmentSize: 64 << 10, prepareInline: true, regionMinBytes: regionMin, splitEncodeBytes: regionMin})
 	if err != nil {
 		t.Fatal(err)
 	}

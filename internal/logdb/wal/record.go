@@ -69,7 +69,7 @@ func (b *Batch) Reserve(n, chunks int) Batch {
 	if b.open >= 0 {
 		panic("wal: Reserve with a chunk open")
 	}
-	if len(b.Buf) < HeaderSize {
+	if !b.region && len(b.Buf) < HeaderSize {
 		b.Reset()
 	}
 	start := len(b.Buf)
@@ -80,6 +80,10 @@ func (b *Batch) Reserve(n, chunks int) Batch {
 	b.count += chunks
 	return Batch{Buf: b.Buf[start : start : start+n], open: -1, region: true, chunks: chunks}
 }
+
+// Reserved returns the bytes and chunks a region from Reserve was reserved
+// for. A region can itself be split by Reserve.
+func (b *Batch) Reserved() (size, chunks int) { return cap(b.Buf), b.chunks }
 
 // Filled reports whether a region from Reserve holds exactly the bytes and
 // chunks reserved. An append past the reserved size would have moved the
