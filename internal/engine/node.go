@@ -487,7 +487,7 @@ func (n *node) setMembership(m raftpb.Membership) {
 // publishStatus copies the core's state for readers on other goroutines
 // (step worker).
 func (n *node) publishStatus() {
-	st := n.raft.Status()
+	st := n.raft.BasicStatus() // after every Ready: no clones
 	n.term.Store(st.HardState.Term)
 	n.commit.Store(st.HardState.Commit)
 	if lead := uint64(st.SoftState.Lead); n.leader.Swap(lead) != lead {

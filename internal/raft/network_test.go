@@ -132,3 +132,31 @@ func TestSmokeElectAndReplicate(t *testing.T) {
 		}
 	}
 }
+
+// TestBasicStatusMatchesStatus: BasicStatus reports what Status does for
+// the fields they share, on a leader and a follower, and allocates nothing
+// (the engine reads it after every Ready).
+func TestBasicStatusMatchesStatus(t *testing.T) {
+	nw := newTestNet(t, 3)
+	nw.nodes[1].Campaign()
+	nw.stabilize()
+	if err := nw.nodes[1].Propose(raftpb.Entry{Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	nw.stabilize()
+	for _, id := range []raftpb.ReplicaID{1, 2} {
+		r := nw.nodes[id]
+		b, s := r.BasicStatus(), r.Status()
+		want := BasicStatus{HardState: s.HardState, SoftState: s.SoftState, Applied: s.Applied,
+			FirstIndex: s.FirstIndex, LastIndex: s.LastIndex}
+		if b != want {
+			t.Errorf("replica %d: BasicStatus %+v, Status has %+v", id, b, want)
+		}
+		if b.LastIndex == 0 || b.HardState.Commit != b.LastIndex || b.SoftState.Lead != 1 {
+			t.Errorf("replica %d: BasicStatus %+v after a committed write led by 1", id, b)
+		}
+		if n := testing.AllocsPerRun(100, func() { _ = r.BasicStatus() }); n != 0 {
+			t.Errorf("replica %d: BasicStatus allocates %.0f times", id, n)
+		}
+	}
+}

@@ -142,16 +142,39 @@ type Status struct {
 	Progress map[raftpb.ReplicaID]tracker.Progress
 }
 
+// BasicStatus is the part of Status that costs no allocation: what a
+// driver publishes after every Ready. Status also clones the membership
+// and, on a leader, every follower's progress.
+type BasicStatus struct {
+	HardState  raftpb.HardState
+	SoftState  SoftState
+	Applied    uint64
+	FirstIndex uint64
+	LastIndex  uint64
+}
+
+// BasicStatus returns the current basic status.
+func (r *Replica) BasicStatus() BasicStatus {
+	return BasicStatus{
+		HardState:  r.hardState(),
+		SoftState:  r.softState(),
+		Applied:    r.log.applied,
+		FirstIndex: r.log.firstIndex(),
+		LastIndex:  r.log.lastIndex(),
+	}
+}
+
 // Status returns the current status.
 func (r *Replica) Status() Status {
+	b := r.BasicStatus()
 	s := Status{
 		ID:             r.id,
 		Group:          r.group,
-		HardState:      r.hardState(),
-		SoftState:      r.softState(),
-		Applied:        r.log.applied,
-		FirstIndex:     r.log.firstIndex(),
-		LastIndex:      r.log.lastIndex(),
+		HardState:      b.HardState,
+		SoftState:      b.SoftState,
+		Applied:        b.Applied,
+		FirstIndex:     b.FirstIndex,
+		LastIndex:      b.LastIndex,
 		LeadTransferee: r.leadTransferee,
 		Membership:     r.membership.Clone(),
 	}
