@@ -71,3 +71,25 @@ func TestReviewMethodNotAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewCASMalformedQuery: r.URL.Query() silently drops a pair it
+// cannot parse (a bad %-escape, or an unescaped ';', which Go refuses as
+// a separator since 1.17), so a compare-and-set whose ?prev= is not
+// well-formed arrives without "prev" and is applied as an unconditional
+// PUT: 204 and the value overwritten, where the client asked for "only if
+// the current value is ...". It must be a 400 (or at least never a write).
+func TestReviewCASMalformedQuery(t *testing.T) {
+	reviewBug(t, "http.go put: r.URL.Query() ignores its parse error, so PUT /v1/kv/k?prev=a;b or ?prev=%zz "+
+		"loses ?prev and becomes an unconditional write (204) instead of a CAS or a 400")
+	p := startInProcess(t, nil)
+	p.expect("PUT", "/v1/kv/k", []byte("current"), 204, "")
+	for _, q := range []string{"?prev=a;b", "?prev=%zz"} {
+		code, body := p.req("PUT", "/v1/kv/k"+q, []byte("overwritten"))
+		if code/100 == 2 {
+			t.Errorf("CAS PUT /v1/kv/k%s with a current value other than prev: %d %s, want 400 (or 412)", q, code, body)
+		}
+		if b := p.expect("GET", "/v1/kv/k", nil, 200, ""); string(b) != "current" {
+			t.Fatalf("after the CAS %s that cannot match, k = %q, want \"current\"", q, b)
+		}
+	}
+}
