@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestReviewMalformedFlagOneLine: issue 6 — "malformed flags and member
+// lists get a one-line error and exit 2". A flag value the flag package
+// cannot parse (or an unknown flag) makes it print the error and then the
+// whole usage (fs.Usage), about 49 lines, before runServe prints the
+// error once more. TestServeFlags exempts "unknown flag" from its
+// one-line check, and has no case of a malformed value.
+func TestReviewMalformedFlagOneLine(t *testing.T) {
+	reviewBug(t, "serve.go parseServe / demo.go parseDemo: flag.ContinueOnError with SetOutput(stderr) prints the "+
+		"full usage on a malformed value or unknown flag (serve --id abc: 49 lines), not a one-line error")
+	base := []string{"--data", "d", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--join"}
+	for _, args := range [][]string{
+		append([]string{"serve", "--id", "abc"}, base...),
+		append([]string{"serve", "--id", "1", "--snapshot-interval", "5x"}, base...),
+		append([]string{"serve", "--id", "1", "--max-value-bytes", "1M"}, base...),
+		append([]string{"serve", "--id", "1", "--bogus"}, base...),
+		{"demo", "--keys", "abc"},
+	} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), args, io.Discard, &stderr)
+		lines := strings.Count(strings.TrimRight(stderr.String(), "\n"), "\n") + 1
+		if code != exitUsage || lines != 1 {
+			t.Errorf("%q: exit %d and %d lines on stderr, want exit %d and one line:\n%s", args, code, lines, exitUsage, stderr.String())
+		}
+	}
+}
