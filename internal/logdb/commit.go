@@ -242,18 +242,33 @@ func (db *DB) encodeSplit(region *wal.Batch, updates []Update) {
 		}
 	}
 	first := region.Reserve(size, chunks)
-	second := region.Reserve(total-size, totalChunks-chunks)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	s := db.splits.Get().(*split)
+	s.region = region.Reserve(total-size, totalChunks-chunks)
+	// The second half's updates are copied for the goroutine: handing it
+	// the caller's slice would make every SaveBatch's updates escape to
+	// the heap (an allocation per call, even for a single small entry).
+	s.updates = append(s.updates[:0], updates[k:]...)
+	s.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		db.encodeRegion(&second, updates[k:])
+		defer s.wg.Done()
+		db.encodeRegion(&s.region, s.updates)
 	}()
 	db.encodeRegion(&first, updates[:k])
-	wg.Wait()
-	if !first.Filled() || !second.Filled() {
+	s.wg.Wait()
+	ok := first.Filled() && s.region.Filled()
+	clear(s.updates)
+	s.region = wal.Batch{}
+	db.splits.Put(s)
+	if !ok {
 		panic("logdb: a SaveBatch did not encode to the size it reserved")
 	}
+}
+
+// split is the second half of an encodeSplit, reused through DB.splits.
+type split struct {
+	region  wal.Batch
+	updates []Update
+	wg      sync.WaitGroup
 }
 
 // waitLocked waits, leading if nobody is writing, until b is durable, and

@@ -9,6 +9,19 @@
 // may raft send messages that depend on them. Compact(g, i) drops entries
 // ≤ i after a snapshot at i.
 //
+// # Commit pipeline
+//
+// A large SaveBatch is validated and given its exact encoded size in the
+// filling batch under the commit lock, then encoded (data copied, chunk
+// CRCs computed) without it, in parallel with other callers and with the
+// write in flight (saveRegion; a very large one in two halves at once).
+// A batch goes through two stages: write + fsync, holding the writer role,
+// then apply (indexes, entry cache), while the next batch is written. So
+// at most one record is ever unsynced (the WAL's recovery rule), applies
+// run in write order, and a batch's callers are acknowledged only after
+// its fsync and its apply: what readers see is durable, and a caller reads
+// its own writes when SaveBatch returns.
+//
 // # Reading
 //
 // DB.Group(g) returns a *GroupLog with the read contract of raft-rs

@@ -170,6 +170,7 @@ type DB struct {
 	rewrite    wal.Batch
 	lastWrite  time.Duration // of the last batch's write+sync
 	stats      statsCounters
+	splits     sync.Pool // *split (see encodeSplit)
 }
 
 // Open opens (creating if needed) the DB in dir and recovers it: only the
@@ -213,6 +214,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 	db.mu.gather.L = &db.mu
 	db.mu.fill.L = &db.mu
 	db.mu.applied.L = &db.mu
+	db.splits.New = func() any { return new(split) }
 	db.gcDirty = true
 	return db, nil
 }
