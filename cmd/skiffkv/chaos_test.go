@@ -7,6 +7,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,6 +317,23 @@ func (nm *chaosNemesis) run(ctx context.Context, begin time.Time) (map[string]in
 	return counts, nil
 }
 
+// chaosOp runs one operation against replica id (see linOp); with stale,
+// a read is served from the replica's local state.
+func chaosOp(ctx context.Context, cl *chaosCluster, id uint64, in regInput, stale bool) (regOutput, error) {
+	if !stale || in.op != "get" {
+		return linOp(ctx, cl.localCluster, id, in)
+	}
+	b, err := cl.do(ctx, http.MethodGet, cl.url(id, "/v1/kv/"+url.PathEscape(in.key)+"?stale=true"), nil)
+	var he *httpError
+	if errors.As(err, &he) && he.Status == http.StatusNotFound {
+		return regOutput{}, nil
+	}
+	if err != nil {
+		return regOutput{}, err
+	}
+	return regOutput{value: string(b), found: true}, nil
+}
+
 // notSent reports whether err says the request never reached a replica:
 // the connection could not be made. Such a write certainly did not happen
 // (net/http resends a PUT on a new connection only when nothing of it was
@@ -358,6 +377,13 @@ func TestChaosLinearizability(t *testing.T) {
 	}
 	goroutines := runtime.NumGoroutine()
 	dur, seed := chaosDuration(t), chaosSeed(t)
+	// SKIFF_CHAOS_STALE_READS=1 sends the reads with ?stale=true (served
+	// from the replica's own state, no ReadIndex): a run must then fail,
+	// which shows the nemesis and the checker catch stale reads.
+	staleReads := os.Getenv("SKIFF_CHAOS_STALE_READS") == "1"
+	if staleReads {
+		t.Logf("SKIFF_CHAOS_STALE_READS=1: reads are local; this run is expected to fail")
+	}
 	t.Logf("seed %d (SKIFF_CHAOS_SEED=%d replays the nemesis schedule), %s", seed, seed, dur)
 	bin := skiffkvBinary(t)
 
@@ -454,7 +480,7 @@ func TestChaosLinearizability(t *testing.T) {
 				// count as unknown for no reason.
 				opCtx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)
 				call := now()
-				out, err := linOp(opCtx, cl.localCluster, uint64(r.IntN(chaosReplicas))+1, in)
+				out, err := chaosOp(opCtx, cl, uint64(r.IntN(chaosReplicas))+1, in, staleReads)
 				ret := now()
 				cancel()
 				mu.Lock()
