@@ -85,7 +85,7 @@ func TestReviewWriteCutByShutdownIsNot500(t *testing.T) {
 	// Stop only once the PUT waits inside Propose (skiff_proposals_total
 	// counts it on submission).
 	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(metrics(t, client, base), "\nskiff_proposals_total 1\n") {
+	for !strings.Contains(reviewMetrics(t, client, base), "\nskiff_proposals_total 1\n") {
 		if time.Now().After(deadline) {
 			t.Fatal("the PUT never reached Propose")
 		}
@@ -111,7 +111,7 @@ func TestReviewWriteCutByShutdownIsNot500(t *testing.T) {
 	}
 }
 
-func metrics(t *testing.T, client *http.Client, base string) string {
+func reviewMetrics(t *testing.T, client *http.Client, base string) string {
 	t.Helper()
 	resp, err := client.Get(base + "/metrics")
 	if err != nil {
