@@ -33,3 +33,25 @@ func TestReviewMalformedFlagOneLine(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewMembersValidation: serve's --members accepts lists that
+// skiffctl import's parseMembers (the same syntax, DESIGN §7) refuses and
+// that cannot work: two replicas on one address, an empty host, a port
+// outside 1..65535. They must be usage errors (exit 2, one line), not a
+// cluster that starts and never elects (or a listen error at start).
+func TestReviewMembersValidation(t *testing.T) {
+	reviewBug(t, "serve.go parseMembers: no check for duplicate addresses, an empty host or the port range "+
+		"(net.SplitHostPort accepts ':7001' and '127.0.0.1:99999'); skiffctl's parseMembers has them")
+	for name, members := range map[string]string{
+		"same address twice": "1=127.0.0.1:7001,2=127.0.0.1:7001",
+		"empty host":         "1=127.0.0.1:7001,2=:7002",
+		"port out of range":  "1=127.0.0.1:7001,2=127.0.0.1:99999",
+		"port zero":          "1=127.0.0.1:7001,2=127.0.0.1:0",
+	} {
+		args := []string{"--id", "1", "--data", "d", "--raft-addr", "127.0.0.1:7001", "--http-addr", "127.0.0.1:8001",
+			"--members", members}
+		if _, err := parseServe(args, io.Discard); err == nil {
+			t.Errorf("%s: --members %s accepted", name, members)
+		}
+	}
+}
