@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/skiffdb/skiff"
 )
 
 // The network-chaos test: three skiffkv processes, each in its own Linux
@@ -526,7 +528,10 @@ func TestChaosLinearizability(t *testing.T) {
 
 	// Every replica's linearizable scan must be the same; each scan is also
 	// a read of every key, added to the history.
-	var first map[string]string
+	var (
+		first   map[string]string
+		retried bool
+	)
 	for _, id := range all {
 		// Retried: a replica whose link was just brought back up may
 		// still be waiting out TCP's retransmission backoff.
@@ -541,6 +546,7 @@ func TestChaosLinearizability(t *testing.T) {
 			ret = now()
 			if err != nil {
 				t.Logf("final scan on replica %d: %v (retrying)", id, err)
+				retried = true
 			}
 			return err == nil, err
 		})
@@ -557,6 +563,11 @@ func TestChaosLinearizability(t *testing.T) {
 			history = append(history, porcupine.Operation{ClientId: chaosClients + int(id),
 				Input: regInput{op: "get", key: k}, Call: call, Output: regOutput{value: v, found: found}, Return: ret})
 		}
+	}
+	if retried {
+		// Why a converged replica could not serve a read: its view of
+		// the leadership around the heal.
+		chaosLeaderEvents(healCtx, t, cl, begin)
 	}
 	if counts["put ok"] == 0 || counts["get ok"] == 0 || counts["cas ok"] == 0 {
 		t.Fatalf("too few successful operations to check anything: %v", counts)
@@ -604,6 +615,25 @@ func chaosConverge(ctx context.Context, cl *chaosCluster) (uint64, error) {
 		return true, nil
 	})
 	return applied, err
+}
+
+// chaosLeaderEvents logs each replica's recent leader changes (from the
+// events in /v1/status), timed from begin.
+func chaosLeaderEvents(ctx context.Context, t *testing.T, cl *chaosCluster, begin time.Time) {
+	for id := uint64(1); id <= chaosReplicas; id++ {
+		st, err := cl.status(ctx, id)
+		if err != nil {
+			t.Logf("replica %d: status: %v", id, err)
+			continue
+		}
+		var evs []string
+		for _, e := range st.Events {
+			if e.Kind == skiff.LeaderChanged.String() {
+				evs = append(evs, fmt.Sprintf("%.2fs term %d leader %d", e.Time.Sub(begin).Seconds(), e.Term, e.Peer))
+			}
+		}
+		t.Logf("replica %d (now term %d, leader %d) leader changes: %s", id, st.Term, st.Leader, strings.Join(evs, "; "))
+	}
 }
 
 // formatCounts prints counts sorted by name, for a stable log line.
