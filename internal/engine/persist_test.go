@@ -274,8 +274,9 @@ func done(ctx context.Context, t *testing.T, ch <-chan error, what string) {
 }
 
 // settle waits for a leader and one applied write, so that no election
-// entry is in flight when the test starts holding things.
-func (c *gatedCluster) settle(ctx context.Context, t *testing.T) (leader int, followers []int) {
+// entry is in flight when the test starts holding things. It returns the
+// leader's last index then.
+func (c *gatedCluster) settle(ctx context.Context, t *testing.T) (leader int, followers []int, last uint64) {
 	t.Helper()
 	lead, err := c.es[0].WaitLeader(ctx, 1)
 	if err != nil {
@@ -299,7 +300,7 @@ func (c *gatedCluster) settle(ctx context.Context, t *testing.T) (leader int, fo
 		}
 		return true
 	})
-	return leader, followers
+	return leader, followers, st.LastIndex
 }
 
 // mailboxHas reports whether the group's mailbox on e holds an accepted
@@ -326,18 +327,25 @@ func TestCommittedEntriesApplyDuringSave(t *testing.T) {
 	c := newGatedCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	lead, fs := c.settle(ctx, t)
+	lead, fs, last := c.settle(ctx, t)
 	le := c.es[lead]
 	for _, f := range fs {
 		c.acks[f].setHold(true)
 	}
 
-	// A is durable on all three; the followers' acks are held.
+	// A is durable on all three; the followers' acks are held. (An ack of
+	// an earlier commit-only append may be held too: only acks of A's
+	// index count.)
 	a := proposeAsync(ctx, le, "a=1")
-	waitFor(ctx, t, "both followers hold an ack of A", func() bool {
-		return c.acks[fs[0]].maxHeld() > 0 && c.acks[fs[1]].maxHeld() > 0
+	var idxA uint64
+	waitFor(ctx, t, "A in the leader's log", func() bool {
+		st, _ := le.GroupStatus(1)
+		idxA = st.LastIndex
+		return idxA > last
 	})
-	idxA := min(c.acks[fs[0]].maxHeld(), c.acks[fs[1]].maxHeld())
+	waitFor(ctx, t, "both followers hold an ack of A", func() bool {
+		return c.acks[fs[0]].maxHeld() >= idxA && c.acks[fs[1]].maxHeld() >= idxA
+	})
 
 	// C's save is held at the gate: the leader's step worker waits in it
 	// while the acks of A and proposal B queue in its mailbox.
@@ -373,7 +381,7 @@ func TestAppendAckWaitsForFollowerSync(t *testing.T) {
 	c := newGatedCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	lead, fs := c.settle(ctx, t)
+	lead, fs, _ := c.settle(ctx, t)
 	slow := fs[0]
 	c.gates[slow].arm()
 	p := proposeAsync(ctx, c.es[lead], "k=v")
@@ -396,7 +404,7 @@ func TestLeaderCountsItselfOnlyWhenDurable(t *testing.T) {
 	c := newGatedCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	lead, fs := c.settle(ctx, t)
+	lead, fs, _ := c.settle(ctx, t)
 	le := c.es[lead]
 	c.acks[fs[1]].setHold(true)
 	c.gates[lead].arm()
