@@ -48,6 +48,7 @@ type serveConfig struct {
 	requestTimeout     time.Duration
 
 	tlsCert, tlsKey, tlsCA string
+	pprof                  bool
 }
 
 const serveUsage = `Usage: skiffkv serve --id ID --data DIR --raft-addr HOST:PORT --http-addr HOST:PORT
@@ -88,6 +89,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&c.maxValueBytes, "max-value-bytes", kv.DefaultMaxValueBytes, "largest value accepted (`BYTES`); larger is 413")
 	fs.IntVar(&c.maxScanKeys, "max-scan-keys", 100000, "most keys one scan returns (`N`); a scan cut short says so in the X-Skiffkv-Truncated header")
 	fs.DurationVar(&c.requestTimeout, "request-timeout", 5*time.Second, "how long a request waits for its outcome before 504")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the HTTP address")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "certificate `FILE` (PEM) for mutual TLS between replicas")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "private key `FILE` (PEM) of --tls-cert")
 	fs.StringVar(&c.tlsCA, "tls-ca", "", "CA `FILE` (PEM) that signed every replica's certificate")
