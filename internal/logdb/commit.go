@@ -359,11 +359,21 @@ func (db *DB) lead(b *batch) {
 	db.mu.recordHigh = max(size, db.mu.recordHigh-db.mu.recordHigh/8)
 	db.mu.lastWrite = db.lastWrite
 	// The record is durable (or failed, consuming nothing): the next
-	// leader may write while this batch is applied.
-	db.mu.writing = false
-	handoff := db.mu.cur.waiters > 0
-	if handoff {
-		db.mu.cur.cond.Signal() // one of them leads the next batch
+	// leader may write while this batch is applied — if it is large.
+	// Callers of this batch can join only a batch written after its
+	// apply; for a small batch (many callers with little data each, or
+	// few fsync-bound ones) the apply is short, and letting its callers
+	// join the next batch beats starting that batch without them: handing
+	// on early split such loads into half-size batches (16 groups ×
+	// 4 KiB per worker: 58 → 37 entries per fsync).
+	pipelined := size >= pipelineMinBytes
+	handoff := false
+	if pipelined {
+		db.mu.writing = false
+		handoff = db.mu.cur.waiters > 0
+		if handoff {
+			db.mu.cur.cond.Signal() // one of them leads the next batch
+		}
 	}
 	for db.mu.applySeq != ticket {
 		db.mu.applied.Wait()
@@ -411,6 +421,9 @@ func (db *DB) lead(b *batch) {
 	b.done, b.err = true, err
 	db.mu.draining += b.waiters
 	b.cond.Broadcast()
+	if !pipelined {
+		db.mu.writing = false
+	}
 	if !db.mu.writing && db.mu.gcPending && db.mu.applySeq == db.mu.writeSeq {
 		// Nobody is writing and nothing written is unapplied: collect now
 		// rather than at the next leader's start, so that the segments a
@@ -418,9 +431,9 @@ func (db *DB) lead(b *batch) {
 		db.mu.writing = true
 		db.collectLocked(true)
 		db.mu.writing = false
-		if db.mu.cur.waiters > 0 {
-			db.mu.cur.cond.Signal()
-		}
+	}
+	if !db.mu.writing && db.mu.cur.waiters > 0 {
+		db.mu.cur.cond.Signal() // one of them leads the next batch
 	}
 	db.mu.idle.Broadcast()
 }
@@ -512,6 +525,9 @@ const (
 	// splitEncodeBytes: a SaveBatch encoding to at least this much is
 	// encoded in two halves at once (encodeSplit).
 	splitEncodeBytes = 512 << 10
+	// pipelineMinBytes: a record at least this large is applied while
+	// the next one is written (see lead).
+	pipelineMinBytes = 256 << 10
 	// gcMaxDefer: leaders that may skip a pending segment GC because
 	// the previous batch is still being applied (see collectLocked).
 	// Deferring bounds how long freed segments stay on disk to a few
