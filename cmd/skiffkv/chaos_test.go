@@ -281,6 +281,13 @@ func (nm *chaosNemesis) run(ctx context.Context, begin time.Time) (map[string]in
 		counts["snapshot"]++
 	}
 	for ctx.Err() == nil {
+		// A replica that died on its own must fail the test, not be
+		// restarted by the next heal as if the nemesis had killed it.
+		for id := uint64(1); id <= chaosReplicas; id++ {
+			if err := nm.cl.running(id); err != nil {
+				return counts, err
+			}
+		}
 		f := nm.pick(ctx, kinds)
 		hold := time.Duration(1000+nm.r.IntN(3000)) * time.Millisecond
 		nm.logf("nemesis %7.2fs: %s for %s", time.Since(begin).Seconds(), f, hold)
@@ -395,6 +402,13 @@ func TestChaosLinearizability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replicas' data and logs kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), time.Minute)
 	defer cancelSetup()
 	cn, err := newChaosNet(setupCtx, chaosReplicas, t.Logf)
@@ -405,8 +419,8 @@ func TestChaosLinearizability(t *testing.T) {
 	if err != nil {
 		t.Fatal(errors.Join(err, cn.close(context.Background())))
 	}
-	// Cleanups run last-registered first: stop the replicas, then delete
-	// the network, then check no goroutine of ours is left.
+	// Cleanups run last-registered first: stop the replicas, delete the
+	// network, check no goroutine of ours is left, remove the data.
 	t.Cleanup(func() {
 		cl.http.CloseIdleConnections()
 		deadline := time.Now().Add(10 * time.Second)
@@ -436,10 +450,7 @@ func TestChaosLinearizability(t *testing.T) {
 			for id, n := range cl.nodes {
 				t.Logf("replica %d log tail (%s):\n%s", id, n.logPath, tail(n.logPath, 40))
 			}
-			t.Logf("replicas' data and logs kept in %s", dir)
-			return
 		}
-		os.RemoveAll(dir)
 	})
 
 	for id := uint64(1); id <= chaosReplicas; id++ {
@@ -507,6 +518,7 @@ func TestChaosLinearizability(t *testing.T) {
 
 	nm := &chaosNemesis{cl: cl, r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), logf: t.Logf}
 	faults, nemErr := nm.run(runCtx, begin)
+	stopRun() // early if the nemesis failed
 	wg.Wait()
 	// Heal everything even if the nemesis stopped on an error.
 	healCtx, cancelHeal := context.WithTimeout(context.Background(), 2*time.Minute)
