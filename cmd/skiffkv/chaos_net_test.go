@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -285,7 +286,45 @@ func removeLeftovers(ctx context.Context, logf func(string, ...any)) {
 	for _, e := range entries {
 		name := e.Name()
 		if pid, ok := leftoverPID(name); ok && strings.HasPrefix(name, chaosLinkPrefix) && stale(pid) {
+			if _, err := os.Stat("/sys/class/net/" + name); err != nil {
+				continue // deleted with its veth peer
+			}
 			logf("chaos: removing link %s left by an earlier run: %v", name, runCmd(ctx, "ip", "link", "del", name))
 		}
+	}
+}
+
+// TestChaosLeftoverNames: only the chaos test's own names are taken for
+// leftovers, with the pid of the run that made them.
+func TestChaosLeftoverNames(t *testing.T) {
+	cases := []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"skiff-chaos-4242-1", 4242, true},
+		{"skiff-chaos-4242-12", 4242, true},
+		{"skc4242br", 4242, true},
+		{"skc4242v3", 4242, true},
+		{"skc4242p1", 4242, true},
+		{"skiff-chaos-x-1", 0, false},
+		{"skiff-chaos-4242", 0, false},
+		{"skc4242", 0, false},
+		{"skc4242v", 0, false},
+		{"skcbr", 0, false},
+		{"eth0", 0, false},
+		{"docker0", 0, false},
+	}
+	for _, c := range cases {
+		pid, ok := leftoverPID(c.name)
+		if ok != c.ok || (ok && pid != c.pid) {
+			t.Errorf("leftoverPID(%q) = %d, %v; want %d, %v", c.name, pid, ok, c.pid, c.ok)
+		}
+	}
+	if !stale(os.Getpid()) {
+		t.Errorf("our own pid in a leftover's name means the pid was reused: want stale")
+	}
+	if stale(1) {
+		t.Errorf("pid 1 is alive: want not stale")
 	}
 }

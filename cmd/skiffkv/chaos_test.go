@@ -585,7 +585,9 @@ func TestChaosLinearizability(t *testing.T) {
 		t.Fatalf("too few successful operations to check anything: %v", counts)
 	}
 	checkFor := max(time.Minute, dur)
+	checkStart := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(registerModel.ToModel(), history, checkFor)
+	t.Logf("porcupine: %s in %s", res, time.Since(checkStart).Round(time.Millisecond))
 	switch res {
 	case porcupine.Illegal:
 		path := filepath.Join(os.TempDir(), fmt.Sprintf("skiff-chaos-%d.html", seed))
