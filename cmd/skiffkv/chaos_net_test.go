@@ -76,8 +76,13 @@ func chaosPrereqs() string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := runCmd(ctx, "ip", "netns", "list"); err != nil {
+	// Listing works without kernel support; creating one does not.
+	probe := fmt.Sprintf("%s%d-0", chaosNSPrefix, os.Getpid())
+	if err := runCmd(ctx, "ip", "netns", "add", probe); err != nil {
 		return fmt.Sprintf("`ip netns` is unavailable: %v", err)
+	}
+	if err := runCmd(ctx, "ip", "netns", "del", probe); err != nil {
+		return fmt.Sprintf("`ip netns del` failed: %v", err)
 	}
 	return ""
 }
