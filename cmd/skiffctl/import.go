@@ -129,6 +129,11 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failf(stderr, prog, "%v; nothing was changed", err)
 	}
+	// finishSkiffkvDir moves the state machine aside after the import; a
+	// leftover of an earlier import in the way is refused before.
+	if err := checkAsideFree(*data, m.Index); err != nil {
+		return failf(stderr, prog, "%v; nothing was changed", err)
+	}
 	cfg := skiff.HostConfig{Dir: *data}
 	if err := skiff.ImportSnapshot(cfg, *exported, skiff.GroupID(*group), members); err != nil {
 		return failf(stderr, prog, "%v", err)
@@ -269,6 +274,25 @@ func checkIdentity(data string, id, deployment uint64, deploymentSet bool) (skif
 	return got, nil
 }
 
+// asideDir is where finishSkiffkvDir moves the state machine's directory.
+func asideDir(data string, index uint64) (sm, aside string) {
+	sm = filepath.Join(data, skiffkvStateDir)
+	return sm, fmt.Sprintf("%s.before-import-%d", sm, index)
+}
+
+// checkAsideFree refuses an import whose state machine directory could not
+// be moved aside afterwards.
+func checkAsideFree(data string, index uint64) error {
+	sm, aside := asideDir(data, index)
+	if _, err := os.Stat(sm); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(aside); err == nil {
+		return fmt.Errorf("%s and %s both exist: remove one", sm, aside)
+	}
+	return nil
+}
+
 // finishSkiffkvDir makes data startable by skiffkv after an import: the
 // state machine's directory moved aside (its applied index may be past
 // the snapshot: the replica would refuse to start with its state machine
@@ -276,9 +300,8 @@ func checkIdentity(data string, id, deployment uint64, deploymentSet bool) (skif
 // it did.
 func finishSkiffkvDir(data string, ident skiffkvIdentity, index uint64) ([]string, error) {
 	var done []string
-	sm := filepath.Join(data, skiffkvStateDir)
+	sm, aside := asideDir(data, index)
 	if _, err := os.Stat(sm); err == nil {
-		aside := fmt.Sprintf("%s.before-import-%d", sm, index)
 		if _, err := os.Stat(aside); err == nil {
 			return done, fmt.Errorf("%s and %s both exist: remove one", sm, aside)
 		}

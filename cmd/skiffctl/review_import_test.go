@@ -15,8 +15,6 @@ import (
 // server refuses to start) although the refusal could have been decided
 // before anything was touched, like every other refusal of import.
 func TestReviewImportAsideCollisionChangesNothing(t *testing.T) {
-	reviewBug(t, "import.go runImport: the kv.before-import-<index> collision is only detected in finishSkiffkvDir, "+
-		"after skiff.ImportSnapshot changed logdb/ and snapshots/; check it before ImportSnapshot")
 	f := getFixture(t)
 	data := filepath.Join(t.TempDir(), "d")
 	copyTree(t, f.data, data)

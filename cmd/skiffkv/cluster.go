@@ -184,6 +184,9 @@ func (c *localCluster) url(id uint64, path string) string {
 	return "http://" + c.nodes[id].httpAddr + path
 }
 
+// errScanTruncated: a scan stopped at the server's limit.
+var errScanTruncated = errors.New("scan truncated")
+
 // httpError is a non-2xx answer with the contract's JSON error body.
 type httpError struct {
 	Status int
@@ -195,29 +198,35 @@ func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d %s: %s", e.Stat
 
 // do sends a request and returns the body of a 2xx answer.
 func (c *localCluster) do(ctx context.Context, method, u string, body []byte) ([]byte, error) {
+	b, _, err := c.doHeader(ctx, method, u, body)
+	return b, err
+}
+
+// doHeader is do that also returns the answer's header.
+func (c *localCluster) doHeader(ctx context.Context, method, u string, body []byte) ([]byte, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode/100 != 2 {
 		var eb errorBody
 		_ = json.Unmarshal(b, &eb)
-		return nil, &httpError{Status: resp.StatusCode, Code: eb.Code, Msg: eb.Error}
+		return nil, nil, &httpError{Status: resp.StatusCode, Code: eb.Code, Msg: eb.Error}
 	}
-	return b, nil
+	return b, resp.Header, nil
 }
 
 func (c *localCluster) put(ctx context.Context, id uint64, key string, value []byte) error {
@@ -239,9 +248,12 @@ func (c *localCluster) scan(ctx context.Context, id uint64, prefix string, stale
 	if stale {
 		q.Set("stale", "true")
 	}
-	b, err := c.do(ctx, http.MethodGet, c.url(id, "/v1/kv?"+q.Encode()), nil)
+	b, h, err := c.doHeader(ctx, http.MethodGet, c.url(id, "/v1/kv?"+q.Encode()), nil)
 	if err != nil {
 		return nil, nil, err
+	}
+	if h.Get(truncatedHeader) == "true" {
+		return nil, nil, fmt.Errorf("%w: replica %d holds more keys under %q than one scan returns (--max-scan-keys)", errScanTruncated, id, prefix)
 	}
 	var m map[string]string
 	return m, b, json.Unmarshal(b, &m)
@@ -288,6 +300,19 @@ func (c *localCluster) snapshotSeconds(ctx context.Context, id uint64, phase str
 		}
 	}
 	return 0, nil // nothing observed yet
+}
+
+// sumSnapshotSeconds is snapshotSeconds summed over the replicas ids.
+func (c *localCluster) sumSnapshotSeconds(ctx context.Context, ids []uint64, phase string) (float64, error) {
+	var sum float64
+	for _, id := range ids {
+		s, err := c.snapshotSeconds(ctx, id, phase)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
 }
 
 // waitFor polls cond every 50ms until it returns true, an error, or ctx

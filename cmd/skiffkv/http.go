@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	b64 "encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,10 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,9 +37,6 @@ type api struct {
 
 func (a *api) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/kv/{key...}", a.put)
-	mux.HandleFunc("GET /v1/kv/{key...}", a.get)
-	mux.HandleFunc("DELETE /v1/kv/{key...}", a.del)
 	mux.HandleFunc("GET /v1/kv", a.scan)
 	mux.HandleFunc("GET /v1/status", a.status)
 	mux.HandleFunc("POST /v1/snapshot", a.snapshot)
@@ -48,23 +49,72 @@ func (a *api) routes() http.Handler {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// r.URL.Query() drops what it cannot parse: a CAS whose ?prev=
+		// has a stray ';' or a bad escape would become a plain write.
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "malformed query string: "+err.Error())
+			return
+		}
+		// Keys are routed here, not by the ServeMux, which cleans paths
+		// ("a//b" → "a/b") and would redirect a write to another key.
+		if key, ok := strings.CutPrefix(r.URL.Path, "/v1/kv/"); ok {
+			r.SetPathValue("key", key)
+			switch r.Method {
+			case http.MethodGet, http.MethodHead:
+				a.get(w, r)
+			case http.MethodPut:
+				a.put(w, r)
+			case http.MethodDelete:
+				a.del(w, r)
+			default:
+				w.Header().Set("Allow", "GET, HEAD, PUT, DELETE")
+				writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, r.Method+" is not allowed on a key")
+			}
+			return
+		}
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// No route: the ServeMux would answer 404, or 405 with Allow when
+		// another method matches; the same, with a JSON body.
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); rec.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return mux
 }
+
+// statusRecorder captures what the ServeMux's own 404/405 handlers write.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(status int)      { s.status = status }
 
 // Error codes of the JSON error body.
 const (
-	codeBadRequest   = "bad_request"
-	codeNoLeader     = "no_leader"
-	codeTimeout      = "timeout"
-	codeTooLarge     = "too_large"
-	codeNotFound     = "not_found"
-	codeMismatch     = "mismatch"
-	codeBusy         = "busy"
-	codeNoNewEntries = "no_new_entries"
-	codeInternal     = "internal"
+	codeBadRequest       = "bad_request"
+	codeNoLeader         = "no_leader"
+	codeTimeout          = "timeout"
+	codeTooLarge         = "too_large"
+	codeNotFound         = "not_found"
+	codeMismatch         = "mismatch"
+	codeBusy             = "busy"
+	codeMethodNotAllowed = "method_not_allowed"
+	codeNoNewEntries     = "no_new_entries"
+	codeUnavailable      = "unavailable"
+	codeCanceled         = "canceled"
+	codeInternal         = "internal"
 )
 
 type errorBody struct {
@@ -104,6 +154,14 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.Is(err, skiff.ErrRejected):
 		writeError(w, http.StatusServiceUnavailable, codeNoLeader, err.Error())
+	case errors.Is(err, skiff.ErrClosed), errors.Is(err, skiff.ErrGroupStopped), errors.Is(err, skiff.ErrGroupFailed):
+		// The replica is stopping (or stopped on a fatal error) while the
+		// request waited: a write may still have committed elsewhere.
+		if write {
+			writeError(w, http.StatusGatewayTimeout, codeTimeout, "outcome unknown (this replica stopped): "+err.Error())
+			return
+		}
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, err.Error())
 	case errors.Is(err, skiff.ErrBusy), errors.Is(err, skiff.ErrStale):
 		writeError(w, http.StatusConflict, codeBusy, err.Error())
 	case errors.Is(err, skiff.ErrNoNewEntries):
@@ -112,7 +170,11 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, err.Error())
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
-		writeError(w, http.StatusServiceUnavailable, codeTimeout, err.Error())
+		if write {
+			writeError(w, http.StatusGatewayTimeout, codeTimeout, "outcome unknown (the request was canceled): "+err.Error())
+			return
+		}
+		writeError(w, http.StatusServiceUnavailable, codeCanceled, err.Error())
 	default:
 		a.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, codeInternal, err.Error())
@@ -138,6 +200,11 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if key == "" {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "empty key")
+		return
+	}
+	if !utf8.ValidString(key) {
+		// A scan answers with JSON strings, which cannot carry it.
+		writeError(w, http.StatusBadRequest, codeBadRequest, "the key is not valid UTF-8")
 		return
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(a.c.maxValueBytes)))
@@ -231,6 +298,15 @@ const truncatedHeader = "X-Skiffkv-Truncated"
 // scan answers with at most ?limit keys, and never more than
 // --max-scan-keys: an unbounded scan would build the whole store in memory.
 func (a *api) scan(w http.ResponseWriter, r *http.Request) {
+	var base64 bool
+	switch enc := r.URL.Query().Get("encoding"); enc {
+	case "", "utf-8":
+	case "base64":
+		base64 = true
+	default:
+		writeError(w, http.StatusBadRequest, codeBadRequest, fmt.Sprintf("?encoding=%q: want utf-8 or base64", enc))
+		return
+	}
 	limit := a.c.maxScanKeys
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -256,6 +332,17 @@ func (a *api) scan(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make(map[string]string, len(pairs))
 	for _, p := range pairs {
+		if base64 {
+			out[b64.StdEncoding.EncodeToString(p.Key)] = b64.StdEncoding.EncodeToString(p.Value)
+			continue
+		}
+		if !utf8.Valid(p.Key) || !utf8.Valid(p.Value) {
+			// JSON would replace the bytes with U+FFFD: never answer with
+			// data other than what is stored.
+			writeError(w, http.StatusBadRequest, codeBadRequest,
+				fmt.Sprintf("key %q or its value is not valid UTF-8: scan with ?encoding=base64", p.Key))
+			return
+		}
 		out[string(p.Key)] = string(p.Value)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -308,7 +395,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		Applied: st.Applied, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, LogBytes: st.LogBytes,
 		Snapshot:  snapshotStatus{Index: st.Snapshot.Index, Term: st.Snapshot.Term, Bytes: st.Snapshot.Bytes, Files: st.Snapshot.Files},
 		Members:   memberStrings(st.Members),
-		NonVoters: memberStrings(st.NonVoters),
+		NonVoters: nilIfEmpty(memberStrings(st.NonVoters)),
 		Transfers: []transferStatus{},
 		Events:    a.events.list(),
 	}
@@ -327,9 +414,6 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func memberStrings(m map[skiff.ReplicaID]string) map[string]string {
-	if len(m) == 0 {
-		return nil
-	}
 	out := make(map[string]string, len(m))
 	for id, addr := range m {
 		out[strconv.FormatUint(uint64(id), 10)] = addr
@@ -346,7 +430,12 @@ func (a *api) snapshot(w http.ResponseWriter, r *http.Request) {
 		}
 		opt = skiff.SnapshotOption{Exported: true, ExportPath: dir}
 	}
+	// An export writes the whole state: it is bounded by the client
+	// (skiffctl waits minutes), not by --request-timeout.
 	ctx, cancel := a.ctx(r)
+	if opt.Exported {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
 	defer cancel()
 	start := time.Now()
 	idx, err := a.h.RequestSnapshot(ctx, kvGroup, opt)
@@ -433,6 +522,13 @@ func boolParam(r *http.Request, name string) (bool, error) {
 		return false, fmt.Errorf("?%s=%q: want true or false", name, s)
 	}
 	return b, nil
+}
+
+func nilIfEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // eventLog keeps the host's recent events for /v1/status.

@@ -63,7 +63,7 @@ func (p *progress) set(done int64) {
 		p.marks++
 		crossed = true
 	}
-	if crossed {
+	if crossed && done < p.total { // the last line is finish's
 		fmt.Fprintf(p.w, "%s\n", p.line(now))
 	}
 }

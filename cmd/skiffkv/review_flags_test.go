@@ -15,8 +15,6 @@ import (
 // error once more. TestServeFlags exempts "unknown flag" from its
 // one-line check, and has no case of a malformed value.
 func TestReviewMalformedFlagOneLine(t *testing.T) {
-	reviewBug(t, "serve.go parseServe / demo.go parseDemo: flag.ContinueOnError with SetOutput(stderr) prints the "+
-		"full usage on a malformed value or unknown flag (serve --id abc: 49 lines), not a one-line error")
 	base := []string{"--data", "d", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--join"}
 	for _, args := range [][]string{
 		append([]string{"serve", "--id", "abc"}, base...),
@@ -40,8 +38,6 @@ func TestReviewMalformedFlagOneLine(t *testing.T) {
 // outside 1..65535. They must be usage errors (exit 2, one line), not a
 // cluster that starts and never elects (or a listen error at start).
 func TestReviewMembersValidation(t *testing.T) {
-	reviewBug(t, "serve.go parseMembers: no check for duplicate addresses, an empty host or the port range "+
-		"(net.SplitHostPort accepts ':7001' and '127.0.0.1:99999'); skiffctl's parseMembers has them")
 	for name, members := range map[string]string{
 		"same address twice": "1=127.0.0.1:7001,2=127.0.0.1:7001",
 		"empty host":         "1=127.0.0.1:7001,2=:7002",

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,11 @@ import (
 
 // kvGroup is the one Raft group skiffkv keeps its keys in.
 const kvGroup skiff.GroupID = 1
+
+// maxValueLimit is the most --max-value-bytes may be: half the transport's
+// 64 MiB frame, which carries a Raft entry whole (key and framing fit in
+// the other half).
+const maxValueLimit = 32 << 20
 
 // serveConfig is `skiffkv serve`'s command line.
 type serveConfig struct {
@@ -67,14 +73,18 @@ Flags:
 `
 
 // parseServe parses serve's flags; the error is a one-line usage error.
-func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
-	var c serveConfig
+func parseServe(args []string, stderr io.Writer) (c serveConfig, err error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), serveUsage)
-		fs.PrintDefaults()
-	}
+	// A flag error is one line (runServe prints it); --help prints usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprint(stderr, serveUsage)
+			fs.PrintDefaults()
+		}
+	}()
 	id := fs.Uint64("id", 0, "this replica's `ID` (non-zero, unique in the cluster)")
 	fs.StringVar(&c.data, "data", "", "data `DIR` (log, snapshots and the Pebble database)")
 	fs.StringVar(&c.raftAddr, "raft-addr", "", "`HOST:PORT` for Raft and snapshot traffic (what other replicas dial)")
@@ -111,8 +121,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return c, errors.New("--http-addr is required")
 	case c.deploymentID == 0:
 		return c, errors.New("--deployment-id must be non-zero")
-	case c.maxValueBytes <= 0:
-		return c, errors.New("--max-value-bytes must be positive")
+	case c.maxValueBytes <= 0 || c.maxValueBytes > maxValueLimit:
+		// A Raft entry travels whole in one transport frame (64 MiB); a
+		// bigger one could never reach a follower and would wedge the group.
+		return c, fmt.Errorf("--max-value-bytes must be between 1 and %d", maxValueLimit)
 	case c.maxScanKeys <= 0:
 		return c, errors.New("--max-scan-keys must be positive")
 	case c.requestTimeout <= 0:
@@ -121,8 +133,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return c, errors.New("--max-snapshot-send-rate must not be negative")
 	}
 	for _, a := range []struct{ flag, addr string }{{"--raft-addr", c.raftAddr}, {"--http-addr", c.httpAddr}} {
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			return c, fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.addr)
+		if err := checkHostPort(a.addr); err != nil {
+			return c, fmt.Errorf("%s %q: %v", a.flag, a.addr, err)
 		}
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") || (c.tlsCert == "") != (c.tlsCA == "") {
@@ -162,15 +174,33 @@ func parseMembers(s string) (map[skiff.ReplicaID]string, error) {
 		if err != nil || id == 0 {
 			return nil, fmt.Errorf("--members: %q: the ID must be a non-zero integer", part)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("--members: %q: want ID=HOST:PORT", part)
+		if err := checkHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--members: %q: %v", part, err)
 		}
 		if _, dup := out[skiff.ReplicaID(id)]; dup {
 			return nil, fmt.Errorf("--members: replica %d listed twice", id)
 		}
+		for other, a := range out {
+			if a == addr {
+				return nil, fmt.Errorf("--members: replicas %d and %d share the address %s", other, id, addr)
+			}
+		}
 		out[skiff.ReplicaID(id)] = addr
 	}
 	return out, nil
+}
+
+// checkHostPort accepts HOST:PORT with a non-empty host and a port in
+// 1..65535.
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return errors.New("want HOST:PORT")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return errors.New("the port must be 1..65535")
+	}
+	return nil
 }
 
 func formatMembers(m map[skiff.ReplicaID]string) string {
@@ -199,7 +229,29 @@ const identityFile = "skiffkv.json"
 // ErrWrongDataDir: --data belongs to another replica or deployment.
 var ErrWrongDataDir = errors.New("data directory belongs to another replica or deployment")
 
-// checkIdentity creates dir's identity file or checks it matches c.
+// lockFile is held by the skiffkv serving a data directory, so that two
+// processes never check or write its identity at once.
+const lockFile = "skiffkv.lock"
+
+// lockDataDir creates dir if needed and locks it for this process; release
+// unlocks it.
+func lockDataDir(dir string) (release func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s is in use by another skiffkv process (%s is locked): %w", dir, lockFile, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// checkIdentity creates dir's identity file or checks it matches c. The
+// caller holds the directory's lock (lockDataDir).
 func checkIdentity(c serveConfig) error {
 	if err := os.MkdirAll(c.data, 0o755); err != nil {
 		return err
@@ -221,11 +273,17 @@ func checkIdentity(c serveConfig) error {
 	case !errors.Is(err, os.ErrNotExist):
 		return err
 	}
-	if entries, err := os.ReadDir(c.data); err != nil {
+	entries, err := os.ReadDir(c.data)
+	if err != nil {
 		return err
-	} else if len(entries) > 0 {
-		return fmt.Errorf("%w: %s is not empty and has no %s (not a skiffkv data directory?)",
-			ErrWrongDataDir, c.data, identityFile)
+	}
+	for _, e := range entries {
+		// Ours: the lock, and the temporary file of an identity write a
+		// crash interrupted (it is written again below).
+		if n := e.Name(); n != lockFile && n != identityFile+".tmp" {
+			return fmt.Errorf("%w: %s is not empty and has no %s (not a skiffkv data directory?)",
+				ErrWrongDataDir, c.data, identityFile)
+		}
 	}
 	b, _ = json.Marshal(want)
 	return writeFileDurable(path, b)
@@ -311,6 +369,11 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockDataDir(c.data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := checkIdentity(c); err != nil {
 		return err
 	}
@@ -355,7 +418,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) error {
 	case err := <-errc:
 		return fmt.Errorf("http: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Requests in flight get their full --request-timeout to finish.
+	sctx, cancel := context.WithTimeout(context.Background(), max(5*time.Second, c.requestTimeout+time.Second))
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
