@@ -20,6 +20,10 @@ type (
 	ReplicaID = raftpb.ReplicaID
 )
 
+// DefaultMaxProposalBytes is HostConfig.MaxProposalBytes's default: half
+// the TCP transport's 64 MiB frame, leaving room for the entry's framing.
+const DefaultMaxProposalBytes = 32 << 20
+
 // Compression of snapshot transfers.
 type Compression = raftpb.Compression
 
@@ -86,6 +90,11 @@ type HostConfig struct {
 	MaxLogBytes     int64
 	// UnsafeNoSync skips fsync: tests only; it loses data on power loss.
 	UnsafeNoSync bool
+
+	// MaxProposalBytes is the largest command Propose accepts (default
+	// DefaultMaxProposalBytes). A Raft entry travels whole in one transport
+	// frame (64 MiB on TCP): keep it well below the frame size.
+	MaxProposalBytes int
 
 	// Listener is told of leader changes, snapshots and compactions.
 	Listener func(Event)

@@ -1,6 +1,10 @@
 package skiff
 
-import "github.com/skiffdb/skiff/internal/engine"
+import (
+	"errors"
+
+	"github.com/skiffdb/skiff/internal/engine"
+)
 
 // Errors returned by Host methods; test with errors.Is. Every error a
 // method returns wraps one of these or a context error.
@@ -43,4 +47,7 @@ var (
 	ErrSessionExpired = engine.ErrSessionExpired
 	// ErrInvalidConfig: a HostConfig or GroupConfig that cannot work.
 	ErrInvalidConfig = engine.ErrInvalidConfig
+	// ErrTooLarge: a proposal above HostConfig.MaxProposalBytes. Nothing
+	// was proposed.
+	ErrTooLarge = errors.New("skiff: proposal too large")
 )

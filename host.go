@@ -106,7 +106,27 @@ func (h *Host) StopGroup(g GroupID) error { return h.e.StopGroup(g) }
 // Propose replicates cmd in group g and returns the state machine's
 // result once it is applied on this host. Any replica accepts proposals.
 func (h *Host) Propose(ctx context.Context, g GroupID, cmd []byte) (statemachine.Result, error) {
+	if err := h.checkSize(cmd); err != nil {
+		return statemachine.Result{}, err
+	}
 	return h.e.Propose(ctx, g, cmd)
+}
+
+// checkSize refuses a command larger than MaxProposalBytes: a Raft entry
+// travels whole in one transport frame, and one that can never reach a
+// follower would be resent forever, stalling the group behind it.
+func (h *Host) checkSize(cmd []byte) error {
+	if max := h.maxProposal(); len(cmd) > max {
+		return fmt.Errorf("%w: %d bytes, the most is %d (HostConfig.MaxProposalBytes)", ErrTooLarge, len(cmd), max)
+	}
+	return nil
+}
+
+func (h *Host) maxProposal() int {
+	if h.cfg.MaxProposalBytes > 0 {
+		return h.cfg.MaxProposalBytes
+	}
+	return DefaultMaxProposalBytes
 }
 
 // RegisterSession registers a client session in group g.
@@ -122,6 +142,9 @@ func (h *Host) UnregisterSession(ctx context.Context, g GroupID, clientID uint64
 // ProposeSession proposes cmd in a client session: a retry with the same
 // SeriesID is applied at most once and returns the first result.
 func (h *Host) ProposeSession(ctx context.Context, g GroupID, s Session, cmd []byte) (statemachine.Result, error) {
+	if err := h.checkSize(cmd); err != nil {
+		return statemachine.Result{}, err
+	}
 	return h.e.ProposeSession(ctx, g, engine.Session{ClientID: s.ClientID, SeriesID: s.SeriesID, RespondedTo: s.RespondedTo}, cmd)
 }
 

@@ -152,6 +152,8 @@ func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
 		default:
 			writeError(w, http.StatusGatewayTimeout, codeTimeout, "outcome unknown: "+err.Error())
 		}
+	case errors.Is(err, skiff.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, err.Error())
 	case errors.Is(err, skiff.ErrRejected):
 		writeError(w, http.StatusServiceUnavailable, codeNoLeader, err.Error())
 	case errors.Is(err, skiff.ErrClosed), errors.Is(err, skiff.ErrGroupStopped), errors.Is(err, skiff.ErrGroupFailed):

@@ -30,10 +30,11 @@ import (
 // kvGroup is the one Raft group skiffkv keeps its keys in.
 const kvGroup skiff.GroupID = 1
 
-// maxValueLimit is the most --max-value-bytes may be: half the transport's
-// 64 MiB frame, which carries a Raft entry whole (key and framing fit in
-// the other half).
-const maxValueLimit = 32 << 20
+// maxValueLimit is the most --max-value-bytes may be: the host's largest
+// proposal (half the transport's 64 MiB frame, which carries a Raft entry
+// whole), less room for the key (the HTTP server bounds it with the
+// request line to 1 MiB) and the command's framing.
+const maxValueLimit = skiff.DefaultMaxProposalBytes - 2<<20
 
 // serveConfig is `skiffkv serve`'s command line.
 type serveConfig struct {
