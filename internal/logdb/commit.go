@@ -100,19 +100,24 @@ func (b *batch) unmarkFrom(ng int) {
 
 // encodeOutsideLock reports whether a SaveBatch is worth encoding outside
 // db.mu (saveRegion): it carries no snapshot (whose encoded size is not
-// cheap to know in advance) and enough data that copying it matters.
-func encodeOutsideLock(updates []Update, minBytes int) bool {
-	n := 0
+// cheap to know in advance) and enough data that copying it matters —
+// in total, and per entry: saveRegion walks the entries twice (to plan
+// under the lock, to encode outside it), which costs more than it saves
+// for tiny entries (measured at load ~8: 256 groups × 16 entries of 16 B
+// from 4 workers, 1.2 → 0.9 M entries/s through saveRegion).
+func encodeOutsideLock(updates []Update, minBytes, minAvg int) bool {
+	n, ents := 0, 0
 	for i := range updates {
 		u := &updates[i]
 		if u.Snapshot != nil {
 			return false
 		}
+		ents += len(u.Entries)
 		for j := range u.Entries {
 			n += len(u.Entries[j].Data)
 		}
 	}
-	return n >= minBytes
+	return n >= minBytes && n >= minAvg*ents
 }
 
 // saveRegion is SaveBatch for large updates: it validates them and
@@ -522,6 +527,7 @@ const (
 	// encoded outside db.mu (saveRegion). Below it, the copy is cheaper
 	// than the second round on db.mu that saveRegion costs.
 	regionMinBytes = 16 << 10
+	regionMinAvg   = 128
 	// splitEncodeBytes: a SaveBatch encoding to at least this much is
 	// encoded in two halves at once (encodeSplit).
 	splitEncodeBytes = 512 << 10

@@ -55,6 +55,7 @@ type Options struct {
 	// regionMinBytes overrides the default regionMinBytes (tests: 1 puts
 	// every SaveBatch with data through saveRegion).
 	regionMinBytes int
+	regionMinAvg   int // set with the default regionMinBytes only
 	// splitEncodeBytes overrides the default splitEncodeBytes (tests).
 	splitEncodeBytes int
 }
@@ -73,7 +74,7 @@ func (o *Options) fill() {
 		o.Logger = slog.Default()
 	}
 	if o.regionMinBytes <= 0 {
-		o.regionMinBytes = regionMinBytes
+		o.regionMinBytes, o.regionMinAvg = regionMinBytes, regionMinAvg
 	}
 	if o.splitEncodeBytes <= 0 {
 		o.splitEncodeBytes = splitEncodeBytes
@@ -270,7 +271,7 @@ func (db *DB) SaveBatch(updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
-	if encodeOutsideLock(updates, db.opts.regionMinBytes) {
+	if encodeOutsideLock(updates, db.opts.regionMinBytes, db.opts.regionMinAvg) {
 		return db.saveRegion(updates)
 	}
 	return db.submit(func(b *batch) error {
