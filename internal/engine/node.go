@@ -73,6 +73,9 @@ type node struct {
 	parked []*proposal
 	// parkedReads wait for a leader, or for a ReadIndex to be asked again.
 	parkedReads []*readRequest
+	// holdTake: the Ready being persisted has committed entries that go
+	// to the apply worker only after the save, so TakeCommitted must wait.
+	holdTake bool
 	// afterPersist run once the current pass's state is durable.
 	afterPersist []func(error)
 

@@ -42,9 +42,15 @@ type stepWorker struct {
 	notify chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
+	// save and saved hand a pass's updates to the saver goroutine and
+	// its result back, so that the worker steps what arrives meanwhile
+	// (stepDuringSave) instead of waiting in the fsync.
+	save  chan []logdb.Update
+	saved chan error
 
 	// Scratch reused across passes.
 	run     []*node
+	during  []*node
 	items   []readyItem
 	updates []logdb.Update
 	out     map[string][]raftpb.Message
@@ -67,14 +73,28 @@ func newStepWorker(e *Engine, id int) *stepWorker {
 		quit:   make(chan struct{}),
 		done:   make(chan struct{}),
 		out:    make(map[string][]raftpb.Message),
+		save:   make(chan []logdb.Update),
+		saved:  make(chan error, 1),
 	}
 }
 
-func (w *stepWorker) start() { go w.loop() }
+func (w *stepWorker) start() {
+	go w.saver()
+	go w.loop()
+}
 
 func (w *stepWorker) close() {
 	close(w.quit)
 	<-w.done
+	close(w.save) // the loop has ended: no save is in flight
+}
+
+// saver runs the SaveBatch of each pass (one at a time: the worker waits
+// for the result before it hands over the next).
+func (w *stepWorker) saver() {
+	for updates := range w.save {
+		w.saved <- w.e.db.SaveBatch(updates)
+	}
 }
 
 func (w *stepWorker) add(n *node) {
@@ -229,7 +249,7 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 	}
 	if len(updates) > 0 {
 		start := time.Now()
-		err := e.db.SaveBatch(updates)
+		err := w.saveAndStep(items, updates)
 		e.metrics.saveLatency.Observe(since(start))
 		e.metrics.saveGroups.Observe(float64(len(updates)))
 		entries := 0
@@ -271,6 +291,82 @@ func (w *stepWorker) handleReadies(items []readyItem) {
 		}
 		it.n.afterReady(&it.rd, it.early)
 	}
+}
+
+// saveAndStep persists updates on the saver goroutine and, until that
+// returns, steps the messages and proposals that arrive into the cores, so
+// that acknowledgements are counted while the fsync runs rather than after
+// it, and hands the entries they commit to the apply workers at once if
+// they are durable here (raft.Replica.TakeCommitted).
+//
+// This is safe with the pass's Readys outstanding: the core allows Step
+// and Propose between Ready and Advance; what they produce — appends,
+// acknowledgements, votes — waits for the next Ready, so a message that
+// promises durable state still leaves only after the SaveBatch that made
+// it durable; and the leader counts its own entries only at Advance.
+// Ticks, reads and other commands wait for the next pass (the nodes stay
+// queued).
+func (w *stepWorker) saveAndStep(items []readyItem, updates []logdb.Update) error {
+	for i := range items {
+		// TakeCommitted may only follow a Ready whose committed entries
+		// were all handed to the apply worker already.
+		items[i].n.holdTake = items[i].early < len(items[i].rd.CommittedEntries)
+	}
+	defer func() {
+		for i := range items {
+			items[i].n.holdTake = false
+		}
+	}()
+	w.save <- updates
+	stepped := false
+	for {
+		select {
+		case err := <-w.saved:
+			if stepped {
+				// The stepped nodes are still queued for the rest.
+				select {
+				case w.notify <- struct{}{}:
+				default:
+				}
+			}
+			return err
+		case <-w.notify:
+			stepped = true
+			w.stepDuringSave()
+		}
+	}
+}
+
+// stepDuringSave steps the queued messages and proposals of the scheduled
+// nodes (saveAndStep).
+func (w *stepWorker) stepDuringSave() {
+	w.mu.Lock()
+	run := append(w.during[:0], w.runq...)
+	w.mu.Unlock()
+	w.during = run
+	for _, n := range run {
+		n.mu.Lock()
+		if n.stopping {
+			n.mu.Unlock()
+			continue
+		}
+		msgs, props := n.msgs, n.props
+		n.msgs, n.props = nil, nil
+		n.mu.Unlock()
+		n.stepMessages(msgs)
+		if len(props) > 0 {
+			n.wake()
+			n.propose(props)
+		}
+		if n.holdTake {
+			continue
+		}
+		if ents := n.raft.TakeCommitted(); len(ents) > 0 {
+			n.wake()
+			n.aw.submit(n, applyTask{batch: &rsm.Batch{Entries: ents}})
+		}
+	}
+	clear(run)
 }
 
 // applyDurable hands the prefix of the Ready's committed entries that is
@@ -353,19 +449,7 @@ func (n *node) drainMailbox() bool {
 	if len(props) > 0 || len(reads) > 0 || len(cmds) > 0 {
 		n.wake()
 	}
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Type != raftpb.MsgHeartbeat && m.Type != raftpb.MsgHeartbeatResp {
-			n.wake()
-		}
-		if n.removed[m.From] {
-			n.e.rejectedNonMember.Add(1)
-			continue
-		}
-		if err := n.raft.Step(*m); err != nil {
-			n.log.Debug("step", "type", m.Type, "from", m.From, "err", err)
-		}
-	}
+	n.stepMessages(msgs)
 	if len(props) > 0 {
 		n.propose(props)
 	}
@@ -382,6 +466,23 @@ func (n *node) drainMailbox() bool {
 		fn()
 	}
 	return true
+}
+
+// stepMessages steps messages from the network into the core.
+func (n *node) stepMessages(msgs []raftpb.Message) {
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Type != raftpb.MsgHeartbeat && m.Type != raftpb.MsgHeartbeatResp {
+			n.wake()
+		}
+		if n.removed[m.From] {
+			n.e.rejectedNonMember.Add(1)
+			continue
+		}
+		if err := n.raft.Step(*m); err != nil {
+			n.log.Debug("step", "type", m.Type, "from", m.From, "err", err)
+		}
+	}
 }
 
 // propose hands proposals to the core: normal and session entries in one

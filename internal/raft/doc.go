@@ -10,8 +10,11 @@
 // Ready — entries and HardState to persist, messages to send (those that may
 // go before persisting, thesis §10.2.1, and those that must wait),
 // committed entries to apply, a snapshot to fetch or install, read states —
-// and is acknowledged with Advance. The durable log is read through a
-// LogReader that follows raft-rs's Storage contract.
+// and is acknowledged with Advance. While a Ready is being persisted the
+// driver may keep stepping messages and proposals in, and take the
+// committed entries that are already durable (TakeCommitted); the rest
+// waits for the next Ready. The durable log is read through a LogReader
+// that follows raft-rs's Storage contract.
 //
 // Message dispatch is a table, handlers[role][type], of small handlers.
 //
@@ -22,7 +25,8 @@
 //   - State machine safety: no two replicas apply different entries at an
 //     index.
 //   - applied <= committed <= last index; a leader counts its own entries
-//     towards a quorum only after they are durable (Advance).
+//     towards a quorum only after they are durable (Advance), even when
+//     acknowledgements are stepped while they are being persisted.
 //
 // Snapshots: when a replica needs entries below the log's first index the
 // leader asks LogReader.Snapshot; ErrSnapshotTemporarilyUnavailable means

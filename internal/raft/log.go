@@ -20,8 +20,14 @@ type raftLog struct {
 
 	// committed is the highest index known to be committed.
 	committed uint64
-	// applied is the highest index handed out in Ready.CommittedEntries.
+	// applied is the highest index handed out in Ready.CommittedEntries
+	// and acknowledged by Advance.
 	applied uint64
+	// applying is the highest index handed out, by Ready or by
+	// TakeCommitted, whether Advanced or not. Invariant: applied <=
+	// applying <= committed, or applying < applied after a restore (then
+	// applied counts).
+	applying uint64
 	// maxApplyBytes bounds Ready.CommittedEntries.
 	maxApplyBytes uint64
 }
@@ -311,7 +317,7 @@ func (l *raftLog) maybeCommit(maxIndex, term uint64) bool {
 }
 
 func (l *raftLog) hasNextCommittedEnts() bool {
-	return l.committed > l.applied && l.unstable.snapshot == nil
+	return l.committed > l.handedOut() && l.unstable.snapshot == nil
 }
 
 // nextCommittedEnts returns the committed entries not yet handed out.
@@ -319,10 +325,13 @@ func (l *raftLog) nextCommittedEnts() []raftpb.Entry {
 	if !l.hasNextCommittedEnts() {
 		return nil
 	}
-	ents, err := l.slice(l.applied+1, l.committed+1, l.maxApplyBytes)
+	ents, err := l.slice(l.handedOut()+1, l.committed+1, l.maxApplyBytes)
 	mustOK(err)
 	return ents
 }
+
+// handedOut is the highest index given to the driver for applying.
+func (l *raftLog) handedOut() uint64 { return max(l.applied, l.applying) }
 
 // appliedTo records that entries up to i were handed out for applying.
 func (l *raftLog) appliedTo(i uint64) {
@@ -364,5 +373,6 @@ func (l *raftLog) stableSnapTo(i uint64) {
 func (l *raftLog) restore(meta *raftpb.SnapshotMeta) {
 	l.committed = meta.Index
 	l.applied = meta.Index
+	l.applying = meta.Index
 	l.unstable = unstable{snapshot: meta, offset: meta.Index + 1}
 }

@@ -66,7 +66,11 @@ var transferCtx = []byte("skiff-transfer")
 //	    }
 //	}
 //
-// Between Ready and Advance the driver must not call any other method.
+// Between Ready and Advance the driver may Step messages, Propose (entries
+// and config changes) and call TakeCommitted: what they produce waits for
+// the next Ready, which comes only after Advance; the unstable log tells
+// what is durable, so a leader still counts its own entries only once they
+// are (Advance). Every other method waits for Advance.
 type Replica struct {
 	id    raftpb.ReplicaID
 	group raftpb.GroupID

@@ -75,6 +75,9 @@ func (r *Replica) Ready() Ready {
 		Fetch:                r.fetch,
 		selfMsgs:             r.selfMsgs,
 	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		r.log.applying = rd.CommittedEntries[n-1].Index
+	}
 	r.msgs, r.msgsAfterPersist, r.selfMsgs, r.readStates, r.fetch = nil, nil, nil, nil, nil
 	if hs := r.hardState(); hs != r.prevHardState {
 		rd.HardState = hs
@@ -119,10 +122,50 @@ func (r *Replica) Advance(rd Ready) {
 		}
 		r.log.appliedTo(rd.CommittedEntries[n-1].Index)
 	}
+	if r.log.applying > r.log.applied {
+		// Entries taken with TakeCommitted meanwhile, after rd's.
+		r.log.appliedTo(r.log.applying)
+	}
 	for _, m := range rd.selfMsgs {
 		_ = r.Step(m)
 	}
 	r.maybeAutoLeave()
+}
+
+// TakeCommitted hands out, for applying now, the committed entries that
+// are durable (below the unstable log) and were not handed out yet, up to
+// the first config change (whose effect on the membership only Advance
+// applies). It is for the time a Ready is being persisted: acknowledgements
+// stepped meanwhile may commit entries an earlier Ready made durable, and
+// they need not wait for the next Ready. They follow the outstanding
+// Ready's CommittedEntries, so the driver may call it only once it has
+// handed all of those to the state machine already (they were all durable
+// when it took the Ready, and none was a config change); otherwise it
+// waits for Advance. The next Ready does not hand them out again, and
+// Advance counts them as applied.
+func (r *Replica) TakeCommitted() []raftpb.Entry {
+	l := r.log
+	if l.unstable.snapshot != nil {
+		return nil
+	}
+	lo := l.handedOut() + 1
+	hi := min(l.committed, l.unstable.offset-1)
+	if hi < lo {
+		return nil
+	}
+	ents, err := l.slice(lo, hi+1, l.maxApplyBytes)
+	mustOK(err)
+	for i := range ents {
+		if ents[i].Type == raftpb.EntryConfigChange {
+			ents = ents[:i]
+			break
+		}
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	l.applying = ents[len(ents)-1].Index
+	return capped(ents)
 }
 
 // Status is a snapshot of a replica's state, for monitoring and tests.

@@ -54,6 +54,11 @@ type simOptions struct {
 	pFetchFail   float64 // per snapshot fetch
 	proposeRate  int     // up to this many proposals per driver tick
 	compactEvery int     // entries applied beyond the snapshot before compacting
+	// stepDuringPersist: per message arriving while a Ready is being
+	// persisted, the probability that it is stepped at once (and the
+	// entries it commits taken with TakeCommitted), as the engine does,
+	// instead of waiting for Advance.
+	stepDuringPersist float64
 }
 
 func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
@@ -100,6 +105,9 @@ func drawSimOptions(rng *rand.Rand, chaosTicks int64) simOptions {
 		// their term on a minority: the paper's Figure 8.
 		o.pNewLeader = 0.5
 	}
+	if rng.IntN(2) == 0 {
+		o.stepDuringPersist = []float64{0.3, 1}[rng.IntN(2)]
+	}
 	return o
 }
 
@@ -122,6 +130,7 @@ type simNode struct {
 	// Volatile state.
 	sm      smState
 	rd      *Ready           // taken and not yet persisted
+	early   int              // rd.CommittedEntries applied when it was taken
 	inbox   []raftpb.Message // arrived while rd was outstanding
 	ticks   int              // ticks that arrived while rd was outstanding
 	down    bool
@@ -232,6 +241,9 @@ type simCluster struct {
 type simStats struct {
 	events, msgs, crashes, partitions, elections, snapshots, installs, fetchFails, confChanges int
 	transfers, reads, readsServed, applied                                                     int
+	// appliedEarly: entries applied before their Ready's persist
+	// (durable ones) or taken with TakeCommitted during it.
+	appliedEarly, taken int
 }
 
 func newSimCluster(seed uint64, o simOptions, rng *rand.Rand, trace bool) *simCluster {
@@ -444,7 +456,19 @@ func (c *simCluster) deliver(m raftpb.Message) {
 		return
 	}
 	if n.rd != nil {
-		n.inbox = append(n.inbox, m)
+		if len(n.inbox) > 0 || c.rng.Float64() >= c.o.stepDuringPersist {
+			n.inbox = append(n.inbox, m)
+			return
+		}
+		c.trace.msg(c.now, n.id, "recv during persist", &m)
+		c.step(n, m)
+		if n.early == len(n.rd.CommittedEntries) {
+			// Everything the outstanding Ready committed is applied.
+			for _, e := range n.r.TakeCommitted() {
+				c.chk.apply(n, &e)
+				c.stats.taken++
+			}
+		}
 		return
 	}
 	c.trace.msg(c.now, n.id, "recv", &m)
@@ -488,6 +512,14 @@ func (c *simCluster) maybeReady(n *simNode) {
 	}
 	c.chk.readStates(n, rd.ReadStates)
 	c.send(rd.Messages)
+	// As the engine does: committed entries already durable here are
+	// applied at once, not after this Ready's persist (the checker fails
+	// an entry that is not durable, or one applied out of order).
+	n.early = durablePrefix(&rd)
+	for i := range rd.CommittedEntries[:n.early] {
+		c.chk.apply(n, &rd.CommittedEntries[i])
+	}
+	c.stats.appliedEarly += n.early
 	if rd.Fetch != nil {
 		meta := rd.Fetch.Meta
 		c.schedule(simEvent{at: c.now + simTick + c.rng.Int64N(20*simTick), kind: evFetchDone, node: n.id, inc: n.inc,
@@ -532,7 +564,7 @@ func (c *simCluster) persist(n *simNode) {
 	c.trace.add(c.now, n.id, "persisted", "")
 	c.send(rd.MessagesAfterPersist)
 	confChanged := false
-	for i := range rd.CommittedEntries {
+	for i := n.early; i < len(rd.CommittedEntries); i++ {
 		e := &rd.CommittedEntries[i]
 		c.chk.apply(n, e)
 		confChanged = confChanged || e.Type == raftpb.EntryConfigChange
@@ -554,6 +586,29 @@ func (c *simCluster) persist(n *simNode) {
 		c.trace.msg(c.now, n.id, "recv", &m)
 		c.step(n, m)
 	}
+}
+
+// durablePrefix is how many of rd's committed entries were durable when
+// it was taken: those below its first new entry, unless one of them is a
+// config change (the engine's applyDurable).
+func durablePrefix(rd *Ready) int {
+	ents := rd.CommittedEntries
+	if rd.Snapshot != nil {
+		return 0
+	}
+	k := len(ents)
+	if len(rd.Entries) > 0 {
+		k = 0
+		for k < len(ents) && ents[k].Index < rd.Entries[0].Index {
+			k++
+		}
+	}
+	for i := range ents[:k] {
+		if ents[i].Type == raftpb.EntryConfigChange {
+			return 0
+		}
+	}
+	return k
 }
 
 // retireRemoved shuts down replicas that an applied membership says were

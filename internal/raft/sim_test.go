@@ -136,6 +136,8 @@ func runSimSeed(seed uint64, trace bool) (res simResult) {
 
 func (s *simStats) add(o simStats) {
 	s.events += o.events
+	s.appliedEarly += o.appliedEarly
+	s.taken += o.taken
 	s.msgs += o.msgs
 	s.crashes += o.crashes
 	s.partitions += o.partitions
