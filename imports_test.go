@@ -86,7 +86,10 @@ var layerTable = map[string]rule{
 	"examples/kv":    {layer: "4", imports: userFacing, testImports: []string{"internal/testcluster", "transport/memnet"}},
 	"cmd/skiffkv":    {layer: "4", imports: join(userFacing, []string{"examples/kv"})},
 	"cmd/skiffbench": {layer: "4", imports: join(userFacing, []string{"examples/kv"})},
-	"cmd/skiffctl":   {layer: "4", imports: join(userFacing, []string{"internal/snapshot", "internal/logdb", "raftpb"})},
+	// skiffctl's disaster-recovery tests rebuild replicas of the real KV
+	// state machine.
+	"cmd/skiffctl": {layer: "4", imports: join(userFacing, []string{"internal/snapshot", "internal/logdb", "raftpb"}),
+		testImports: []string{"examples/kv"}},
 
 	// tests: N hosts on memnet. transport is there because memnet's
 	// endpoints are handed to HostConfig.Transport as transport.Transport.
