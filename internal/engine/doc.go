@@ -17,9 +17,9 @@
 // the SaveBatch rather than after it: on a loaded leader they are the
 // previous pass's quorum, and waiting for the next fsync cost every
 // proposal one more. The SaveBatch itself runs on the worker's saver
-// goroutine while the worker steps the messages and proposals that arrive
-// into the cores (the core allows Step and Propose between Ready and
-// Advance): acknowledgements are counted during the fsync, and the durable
+// goroutine while the worker steps the messages that arrive into the
+// cores (the core allows Step between Ready and Advance):
+// acknowledgements are counted during the fsync, and the durable
 // entries they commit go to the apply workers at once (TakeCommitted);
 // whatever else they produce waits for the next pass. Heartbeats and appends to one remote host from all
 // groups of a pass travel in one transport batch.
