@@ -21,8 +21,9 @@
 // cores (the core allows Step between Ready and Advance):
 // acknowledgements are counted during the fsync, and the durable
 // entries they commit go to the apply workers at once (TakeCommitted);
-// whatever else they produce waits for the next pass. Heartbeats and appends to one remote host from all
-// groups of a pass travel in one transport batch.
+// whatever else they produce waits for the next pass. Heartbeats and
+// appends to one remote host from all groups of a pass travel in one
+// transport batch.
 //
 // Apply workers each own a shard of groups too: they apply committed
 // entries in batches, complete proposals (matched by a host-unique key
