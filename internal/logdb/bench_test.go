@@ -404,3 +404,42 @@ func BenchmarkReopen(b *testing.B) {
 		db.Close()
 	}
 }
+
+// BenchmarkLogBytes: LogBytes of one group with a long log (one run per
+// SaveBatch, spread over many segments), against the walk over the runs
+// that LogBytes used to do (walk, kept as the test helper walkLogBytes).
+// The log is built on an in-memory FS: only the lookup is timed.
+func BenchmarkLogBytes(b *testing.B) {
+	for _, runs := range []int{1_000, 100_000} {
+		db, err := Open(vfs.NewMem(), "db", Options{SegmentSize: 256 << 10, UnsafeNoSync: true, CacheBytes: -1, Logger: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ents := make([]raftpb.Entry, 4)
+		for i := range runs {
+			for k := range ents {
+				ents[k] = raftpb.Entry{Index: uint64(i*len(ents) + k + 1), Term: 1, Data: make([]byte, 16)}
+			}
+			if err := db.SaveBatch([]Update{{Group: 1, Entries: ents}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		want := walkLogBytes(db, 1)
+		b.Run(fmt.Sprintf("runs=%d/count", runs), func(b *testing.B) {
+			for b.Loop() {
+				if n := db.Group(1).LogBytes(); n != want {
+					b.Fatalf("LogBytes = %d, walk = %d", n, want)
+				}
+			}
+			b.ReportMetric(float64(want)/(1<<20), "MiB-pinned")
+		})
+		b.Run(fmt.Sprintf("runs=%d/walk", runs), func(b *testing.B) {
+			for b.Loop() {
+				if n := walkLogBytes(db, 1); n != want {
+					b.Fatalf("walk = %d, want %d", n, want)
+				}
+			}
+		})
+		db.Close()
+	}
+}

@@ -191,17 +191,13 @@ func (db *DB) Stats() Stats {
 }
 
 // LogBytes returns the WAL bytes that the group's live entries keep from
-// being deleted: the sizes of the segments holding them.
+// being deleted: the sizes of the segments holding them. It is O(1): the
+// applier keeps the sum up to date (group.logBytes).
 func (l *GroupLog) LogBytes() int64 {
 	g := l.group()
 	g.mu.RLock()
-	segs := g.segments(nil)
-	g.mu.RUnlock()
-	var n int64
-	for _, s := range segs {
-		n += l.db.wal.SegmentBytes(s)
-	}
-	return n
+	defer g.mu.RUnlock()
+	return g.logBytes
 }
 
 // OverLimit returns the groups whose LogBytes exceed MaxLogBytes: the host

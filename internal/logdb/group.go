@@ -39,6 +39,14 @@ type group struct {
 	// segments).
 	runs    []run
 	runHead int
+	// logBytes is the sum of the WAL sizes of the distinct segments holding
+	// live runs (what LogBytes reports), kept up to date as runs come and
+	// go so that LogBytes does not walk the runs. Because run segments are
+	// non-decreasing, a segment is counted when a run in it becomes the
+	// tail after a run in an earlier segment (or after none), and
+	// uncounted when the last live run in it goes. Not maintained during
+	// replay (the WAL is not open yet): Open sets it with recountLogBytes.
+	logBytes int64
 	// terms[termHead:] are the term changes over [first, last].
 	terms    []termRun
 	termHead int
@@ -163,8 +171,12 @@ func (a *applier) truncateFrom(g *group, i uint64) {
 			break
 		}
 		if r.first >= i {
-			a.pin(r.pos.Segment, -1, 0)
+			seg := r.pos.Segment
+			a.pin(seg, -1, 0)
 			g.runs = g.runs[:len(g.runs)-1]
+			if l := g.liveRuns(); len(l) == 0 || l[len(l)-1].pos.Segment != seg {
+				g.logBytes -= a.segBytes(seg)
+			}
 			continue
 		}
 		r.last = i - 1
@@ -188,9 +200,13 @@ func (a *applier) compactTo(g *group, first uint64) {
 			r.first = max(r.first, first)
 			break
 		}
-		a.pin(r.pos.Segment, -1, 0)
+		seg := r.pos.Segment
+		a.pin(seg, -1, 0)
 		rs[g.runHead] = run{}
 		g.runHead++
+		if g.runHead == len(rs) || rs[g.runHead].pos.Segment != seg {
+			g.logBytes -= a.segBytes(seg)
+		}
 	}
 	if g.runHead > 32 && g.runHead > len(rs)/2 {
 		n := copy(rs, rs[g.runHead:])
@@ -217,6 +233,7 @@ func (a *applier) dropAll(g *group) {
 		a.pin(r.pos.Segment, -1, 0)
 	}
 	g.runs, g.runHead = g.runs[:0], 0
+	g.logBytes = 0
 	g.terms, g.termHead = g.terms[:0], 0
 	a.db.cacheBytes -= g.cache.truncateFrom(0)
 }
@@ -336,6 +353,9 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 		return fmt.Errorf("logdb: group %d: entries from %d leave a gap after %d", g.id, lo, g.last)
 	}
 	a.truncateFrom(g, lo)
+	if l := g.liveRuns(); len(l) == 0 || l[len(l)-1].pos.Segment != pos.Segment {
+		g.logBytes += a.segBytes(pos.Segment)
+	}
 	g.runs = append(g.runs, run{first: max(lo, g.first), last: hi, chunkFirst: lo, pos: pos})
 	a.pin(pos.Segment, 1, 0)
 	it := newEntryIter(o)
@@ -389,6 +409,26 @@ func (g *group) check() error {
 		return fmt.Errorf("logdb: group %d: entries [%d, %d] missing", g.id, next, g.last)
 	}
 	return nil
+}
+
+// segBytes returns the WAL size of live segment seg, or 0 during replay,
+// when the WAL is not open yet (Open recounts every group afterwards). A
+// segment holding a live run is pinned, so it is live whenever this is
+// called for it and its size does not change while it is.
+func (a *applier) segBytes(seg uint64) int64 {
+	if a.replay {
+		return 0
+	}
+	return a.db.wal.SegmentBytes(seg)
+}
+
+// recountLogBytes sets logBytes from the live runs: Open calls it once per
+// group after replay, when segment sizes are known.
+func (g *group) recountLogBytes(w *wal.WAL) {
+	g.logBytes = 0
+	for _, seg := range g.segments(nil) {
+		g.logBytes += w.SegmentBytes(seg)
+	}
 }
 
 // segments returns the distinct segments holding the group's live entries.

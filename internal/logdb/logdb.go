@@ -208,6 +208,7 @@ func Open(fs vfs.FS, dir string, opts Options) (*DB, error) {
 			w.Close()
 			return nil, err
 		}
+		g.recountLogBytes(w)
 	}
 	db.mu.cur = newBatch()
 	db.mu.cur.cond.L = &db.mu

@@ -118,6 +118,9 @@ func seeds(t *testing.T) []uint64 {
 
 // checkModel compares every group of m (and any extra group in db).
 func checkModel(t *testing.T, db *DB, m model, groups int) error {
+	if err := checkLogBytes(db, groups); err != nil {
+		return err
+	}
 	for id := raftpb.GroupID(1); id <= raftpb.GroupID(groups); id++ {
 		mg := m.get(id)
 		l := db.Group(id)
