@@ -39,7 +39,7 @@ type rpNode struct {
 	early   int
 	applied []raftpb.Entry // durable state machine: survives crashes
 	// unsynced mirrors the engine's unsyncedHS.
-	unsynced raftpb.HardState
+	unsynced   raftpb.HardState
 	lastCommit uint64
 }
 
