@@ -53,6 +53,11 @@ type rpSim struct {
 	leaders map[uint64]raftpb.ReplicaID
 	props   int
 	taken   int // entries applied by TakeCommitted
+	// reads maps a ReadIndex request to the highest index applied on any
+	// replica when it was asked: the answer may not be below it.
+	reads     map[string]uint64
+	readsDone int
+	ccs       int // config changes applied
 }
 
 func (s *rpSim) fatalf(format string, args ...any) {
@@ -117,6 +122,9 @@ func (s *rpSim) apply(id raftpb.ReplicaID, ents []raftpb.Entry, what string) {
 				s.fatalf("%s: replicas %d and %d applied different entries at %d", what, id, oid, e.Index)
 			}
 		}
+		if e.Type == raftpb.EntryConfigChange {
+			s.ccs++
+		}
 		n.applied = append(n.applied, e)
 	}
 }
@@ -175,6 +183,16 @@ func (s *rpSim) ready(id raftpb.ReplicaID) {
 	rd := n.r.Ready()
 	n.out = &rd
 	s.send(id, rd.Messages, false)
+	for _, rs := range rd.ReadStates {
+		want, ok := s.reads[string(rs.RequestCtx)]
+		if !ok {
+			s.fatalf("replica %d: read state for unknown request %q", id, rs.RequestCtx)
+		}
+		if rs.Index < want {
+			s.fatalf("replica %d: read %q answered at index %d, but %d was applied before it was asked", id, rs.RequestCtx, rs.Index, want)
+		}
+		s.readsDone++
+	}
 	// Engine applyDurable.
 	ents := rd.CommittedEntries
 	n.early = 0
@@ -237,6 +255,9 @@ func (s *rpSim) deliver() {
 		s.net = append(s.net, m) // duplicated
 	}
 	n := s.nodes[m.To]
+	if n == nil {
+		return // a non-voter added by a config change that never runs
+	}
 	_ = n.r.Step(m)
 	if n.out != nil && n.early == len(n.out.CommittedEntries) {
 		if ents := n.r.TakeCommitted(); len(ents) > 0 {
@@ -273,12 +294,43 @@ func (s *rpSim) step() {
 		s.checkLeader(id)
 	case k < 87:
 		s.newReplica(id) // crash: the outstanding Ready is lost
+	case k < 91:
+		if n.out == nil { // ReadIndex waits for Advance
+			ctx := fmt.Sprintf("r%d", len(s.reads))
+			var hi uint64
+			for _, o := range s.nodes {
+				if k := len(o.applied); k > 0 {
+					hi = max(hi, o.applied[k-1].Index)
+				}
+			}
+			s.reads[ctx] = hi
+			n.r.ReadIndex([]byte(ctx))
+		}
+	case k < 93:
+		// Config changes, also proposed between Ready and Advance: a
+		// non-voter that never answers, added and removed, sometimes
+		// through a joint configuration left automatically.
+		var cc raftpb.ConfChange
+		switch s.rng.IntN(3) {
+		case 0:
+			cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.AddNonVoter, Replica: 4}}
+		case 1:
+			cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.RemoveReplica, Replica: 4}}
+		default:
+			cc.Transition = raftpb.TransitionJointImplicit
+			cc.Changes = []raftpb.ConfChangeSingle{{Type: raftpb.AddNonVoter, Replica: 5}, {Type: raftpb.RemoveReplica, Replica: 5}}
+			if s.rng.IntN(2) == 0 {
+				cc.Changes = cc.Changes[:1]
+			}
+		}
+		_ = n.r.ProposeConfigChange(cc)
+		s.checkLeader(id)
 	}
 }
 
 func runPipelineSim(t *testing.T, seed uint64, steps int) *rpSim {
 	s := &rpSim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), nodes: map[raftpb.ReplicaID]*rpNode{},
-		leaders: map[uint64]raftpb.ReplicaID{}}
+		leaders: map[uint64]raftpb.ReplicaID{}, reads: map[string]uint64{}}
 	preVote := seed%2 == 0
 	var members []raftpb.Member
 	for i := 1; i <= 3; i++ {
@@ -307,19 +359,21 @@ func TestReviewPipelineSim(t *testing.T) {
 	if testing.Short() {
 		seeds = 50
 	}
-	taken, applied := 0, 0
+	taken, applied, reads, ccs := 0, 0, 0, 0
 	for seed := uint64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			s := runPipelineSim(t, seed, 3000)
 			taken += s.taken
+			reads += s.readsDone
+			ccs += s.ccs
 			for _, n := range s.nodes {
 				applied += len(n.applied)
 			}
 		})
 	}
 	// The driver must exercise what it reviews.
-	if taken == 0 || applied < int(seeds)*10 {
+	if taken == 0 || applied < int(seeds)*10 || reads == 0 || ccs == 0 {
 		t.Fatalf("the simulation applied %d entries, %d by TakeCommitted: it exercises nothing", applied, taken)
 	}
-	t.Logf("%d seeds: %d entries applied, %d of them by TakeCommitted", seeds, applied, taken)
+	t.Logf("%d seeds: %d entries applied, %d of them by TakeCommitted; %d config changes applied; %d reads answered", seeds, applied, taken, ccs, reads)
 }
