@@ -41,6 +41,8 @@ type rpNode struct {
 	// unsynced mirrors the engine's unsyncedHS.
 	unsynced   raftpb.HardState
 	lastCommit uint64
+	// fetch is a snapshot offer being "fetched".
+	fetch *SnapshotFetch
 }
 
 type rpSim struct {
@@ -58,6 +60,10 @@ type rpSim struct {
 	reads     map[string]uint64
 	readsDone int
 	ccs       int // config changes applied
+	// snapEnts are the entries a snapshot at an index holds (the state
+	// machine it restores).
+	snapEnts  map[uint64][]raftpb.Entry
+	installed int
 }
 
 func (s *rpSim) fatalf(format string, args ...any) {
@@ -148,7 +154,10 @@ func (s *rpSim) checkLeader(id raftpb.ReplicaID) {
 		}
 		holders := 0
 		for _, oid := range s.ids {
-			if ot, err := s.nodes[oid].ml.Term(c); err == nil && ot == t {
+			ml := s.nodes[oid].ml
+			if first, _ := ml.FirstIndex(); c < first {
+				holders++ // in its durable snapshot
+			} else if ot, err := ml.Term(c); err == nil && ot == t {
 				holders++
 			}
 		}
@@ -183,6 +192,10 @@ func (s *rpSim) ready(id raftpb.ReplicaID) {
 	rd := n.r.Ready()
 	n.out = &rd
 	s.send(id, rd.Messages, false)
+	if rd.Fetch != nil {
+		f := *rd.Fetch
+		n.fetch = &f
+	}
 	for _, rs := range rd.ReadStates {
 		want, ok := s.reads[string(rs.RequestCtx)]
 		if !ok {
@@ -222,6 +235,16 @@ func (s *rpSim) persist(id raftpb.ReplicaID) {
 		if err := n.ml.ApplySnapshot(*rd.Snapshot); err != nil {
 			s.fatalf("apply snapshot: %v", err)
 		}
+		// The state machine is restored from it (durably, with the log).
+		src, ok := s.snapEnts[rd.Snapshot.Index]
+		if !ok {
+			s.fatalf("replica %d installs unknown snapshot %d", id, rd.Snapshot.Index)
+		}
+		if k := len(n.applied); k > 0 && n.applied[k-1].Index >= rd.Snapshot.Index {
+			s.fatalf("replica %d installs snapshot %d with its state machine at %d", id, rd.Snapshot.Index, n.applied[k-1].Index)
+		}
+		n.applied = append([]raftpb.Entry(nil), src...)
+		s.installed++
 	}
 	if err := n.ml.Append(rd.Entries); err != nil {
 		s.fatalf("replica %d append %v: %v", id, rd.Entries, err)
@@ -306,7 +329,39 @@ func (s *rpSim) step() {
 			s.reads[ctx] = hi
 			n.r.ReadIndex([]byte(ctx))
 		}
-	case k < 93:
+	case k < 95:
+		if n.out != nil {
+			break
+		}
+		if n.fetch != nil && s.rng.IntN(2) == 0 {
+			f := n.fetch
+			n.fetch = nil
+			if s.rng.IntN(5) == 0 {
+				n.r.InstallFailed(f.Meta)
+			} else {
+				_ = n.r.InstallSnapshot(f.Meta)
+			}
+			s.checkLeader(id)
+			break
+		}
+		// Snapshot at the applied index, and compact behind it.
+		k := len(n.applied)
+		if k == 0 {
+			break
+		}
+		a := n.applied[k-1].Index
+		if a <= n.ml.SnapshotMeta().Index {
+			break
+		}
+		meta, err := n.ml.CreateSnapshot(a, n.r.Membership())
+		if err != nil {
+			s.fatalf("replica %d snapshot at %d: %v", id, a, err)
+		}
+		s.snapEnts[meta.Index] = append([]raftpb.Entry(nil), n.applied...)
+		if c := a - uint64(s.rng.IntN(3)); c > 0 {
+			_ = n.ml.Compact(c)
+		}
+	case k < 97:
 		// Config changes, also proposed between Ready and Advance: a
 		// non-voter that never answers, added and removed, sometimes
 		// through a joint configuration left automatically.
@@ -330,7 +385,7 @@ func (s *rpSim) step() {
 
 func runPipelineSim(t *testing.T, seed uint64, steps int) *rpSim {
 	s := &rpSim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5eed)), nodes: map[raftpb.ReplicaID]*rpNode{},
-		leaders: map[uint64]raftpb.ReplicaID{}, reads: map[string]uint64{}}
+		leaders: map[uint64]raftpb.ReplicaID{}, reads: map[string]uint64{}, snapEnts: map[uint64][]raftpb.Entry{}}
 	preVote := seed%2 == 0
 	var members []raftpb.Member
 	for i := 1; i <= 3; i++ {
@@ -359,21 +414,22 @@ func TestReviewPipelineSim(t *testing.T) {
 	if testing.Short() {
 		seeds = 50
 	}
-	taken, applied, reads, ccs := 0, 0, 0, 0
+	taken, applied, reads, ccs, installed := 0, 0, 0, 0, 0
 	for seed := uint64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			s := runPipelineSim(t, seed, 3000)
 			taken += s.taken
 			reads += s.readsDone
 			ccs += s.ccs
+			installed += s.installed
 			for _, n := range s.nodes {
 				applied += len(n.applied)
 			}
 		})
 	}
 	// The driver must exercise what it reviews.
-	if taken == 0 || applied < int(seeds)*10 || reads == 0 || ccs == 0 {
+	if taken == 0 || applied < int(seeds)*10 || reads == 0 || ccs == 0 || installed == 0 {
 		t.Fatalf("the simulation applied %d entries, %d by TakeCommitted: it exercises nothing", applied, taken)
 	}
-	t.Logf("%d seeds: %d entries applied, %d of them by TakeCommitted; %d config changes applied; %d reads answered", seeds, applied, taken, ccs, reads)
+	t.Logf("%d seeds: %d entries applied, %d of them by TakeCommitted; %d config changes applied; %d reads answered; %d snapshots installed", seeds, applied, taken, ccs, reads, installed)
 }
