@@ -3,63 +3,157 @@ package logdb
 import "github.com/skiffdb/skiff/raftpb"
 
 // cache holds a contiguous suffix of a group's log in memory. It belongs
-// to its group and is guarded by the group's mutex.
+// to its group and is guarded by the group's mutex; only the applying
+// leader changes it (applies are serialized), readers hold the mutex for
+// reading.
+//
+// Entries live in fixed blocks of cacheBlockLen rather than in one slice:
+// a cache of a long log holds millions of entries, and one slice of them
+// was regrown by doubling (a growslice copying the whole cache, on fresh
+// zeroed memory) while it filled and was shifted down by a copy of the
+// whole cache every time the evicted prefix reached half of it. With
+// blocks, pushing allocates at most one block per cacheBlockLen entries
+// (and none when the DB's free list has one), evicting returns whole
+// blocks, and no entry is ever moved. Slots outside the live range are
+// always zero, so a block can be handed back without clearing it and
+// holds no stale Data pointers.
 type cache struct {
-	ents []raftpb.Entry // ents[head:] are live, contiguous indexes
-	head int
+	blocks []*cacheBlock // blocks[bhead:] hold the live entries
+	bhead  int
+	head   int // slot of the first live entry in blocks[bhead]
+	n      int // live entries, contiguous indexes
 }
 
-func (c *cache) live() []raftpb.Entry { return c.ents[c.head:] }
+const (
+	cacheBlockShift = 6
+	cacheBlockLen   = 1 << cacheBlockShift // 3 KiB of entries
+	cacheBlockMask  = cacheBlockLen - 1
+)
+
+type cacheBlock [cacheBlockLen]raftpb.Entry
+
+// cacheBlocks is the DB's free list of emptied cache blocks, shared by all
+// groups (one group's evicted blocks feed another's appends). Used only by
+// the applying leader, like slab. It keeps at most maxFree blocks so that
+// a cache that shrank does not stay allocated here.
+type cacheBlocks struct {
+	free []*cacheBlock
+}
+
+const maxFreeCacheBlocks = 64
+
+func (p *cacheBlocks) get() *cacheBlock {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return b
+	}
+	return new(cacheBlock)
+}
+
+// put takes a block whose slots are all zero.
+func (p *cacheBlocks) put(b *cacheBlock) {
+	if len(p.free) < maxFreeCacheBlocks {
+		p.free = append(p.free, b)
+	}
+}
+
+func (c *cache) len() int { return c.n }
+
+// at returns the k-th live entry, 0 <= k < len(). Its Data is shared
+// with the cache: do not modify it.
+func (c *cache) at(k int) *raftpb.Entry {
+	p := c.head + k
+	return &c.blocks[c.bhead+p>>cacheBlockShift][p&cacheBlockMask]
+}
 
 func (c *cache) firstIndex() uint64 {
-	if c.head == len(c.ents) {
+	if c.n == 0 {
 		return 0
 	}
-	return c.ents[c.head].Index
+	return c.at(0).Index
 }
 
 // continues reports whether entries starting at i can be pushed after
 // truncation (i.e. the cache would stay contiguous).
 func (c *cache) continues(i uint64) bool {
-	l := c.live()
-	return len(l) == 0 || (i >= l[0].Index && i <= l[len(l)-1].Index+1)
+	return c.n == 0 || (i >= c.at(0).Index && i <= c.at(c.n-1).Index+1)
 }
 
 // push appends e (contiguous with the cache) and returns its size.
-func (c *cache) push(e raftpb.Entry) int64 {
-	if c.head > 0 && c.head == len(c.ents) {
-		c.ents, c.head = c.ents[:0], 0
+func (c *cache) push(e raftpb.Entry, pool *cacheBlocks) int64 {
+	p := c.head + c.n
+	bi := c.bhead + p>>cacheBlockShift
+	if bi == len(c.blocks) {
+		if c.bhead > 0 && len(c.blocks) == cap(c.blocks) && c.bhead >= len(c.blocks)/2 {
+			// Reuse the front of the block list rather than growing it:
+			// moves pointers only, amortized over the blocks freed.
+			k := copy(c.blocks, c.blocks[c.bhead:])
+			clear(c.blocks[k:])
+			c.blocks, c.bhead = c.blocks[:k], 0
+			bi = k
+		}
+		c.blocks = append(c.blocks, pool.get())
 	}
-	if len(c.ents) == cap(c.ents) && c.head > len(c.ents)/2 {
-		n := copy(c.ents, c.ents[c.head:])
-		clear(c.ents[n:])
-		c.ents, c.head = c.ents[:n], 0
-	}
-	c.ents = append(c.ents, e)
+	c.blocks[bi][p&cacheBlockMask] = e
+	c.n++
 	return int64(e.Size())
 }
 
 // truncateFrom drops entries >= i and returns the bytes freed.
-func (c *cache) truncateFrom(i uint64) int64 {
+func (c *cache) truncateFrom(i uint64, pool *cacheBlocks) int64 {
 	var freed int64
-	for len(c.ents) > c.head && c.ents[len(c.ents)-1].Index >= i {
-		n := len(c.ents) - 1
-		freed += int64(c.ents[n].Size())
-		c.ents[n] = raftpb.Entry{}
-		c.ents = c.ents[:n]
+	for c.n > 0 {
+		e := c.at(c.n - 1)
+		if e.Index < i {
+			break
+		}
+		freed += int64(e.Size())
+		*e = raftpb.Entry{}
+		c.n--
 	}
+	c.release(pool)
 	return freed
 }
 
 // compactTo drops entries < i and returns the bytes freed.
-func (c *cache) compactTo(i uint64) int64 {
+func (c *cache) compactTo(i uint64, pool *cacheBlocks) int64 {
 	var freed int64
-	for c.head < len(c.ents) && c.ents[c.head].Index < i {
-		freed += int64(c.ents[c.head].Size())
-		c.ents[c.head] = raftpb.Entry{}
-		c.head++
+	for c.n > 0 {
+		e := c.at(0)
+		if e.Index >= i {
+			break
+		}
+		freed += int64(e.Size())
+		*e = raftpb.Entry{}
+		c.n--
+		if c.head++; c.head == cacheBlockLen {
+			pool.put(c.blocks[c.bhead])
+			c.blocks[c.bhead] = nil
+			c.bhead++
+			c.head = 0
+		}
 	}
+	c.release(pool)
 	return freed
+}
+
+// release hands back the blocks past the last live entry (all of them
+// when the cache is empty).
+func (c *cache) release(pool *cacheBlocks) {
+	keep := c.bhead // blocks[:keep] stay in the list
+	if c.n > 0 {
+		keep = c.bhead + (c.head+c.n-1)>>cacheBlockShift + 1
+	}
+	for k := keep; k < len(c.blocks); k++ {
+		pool.put(c.blocks[k])
+		c.blocks[k] = nil
+	}
+	c.blocks = c.blocks[:keep]
+	if c.n == 0 {
+		c.blocks, c.bhead, c.head = c.blocks[:0], 0, 0
+	}
 }
 
 // slab copies entry data into large shared blocks so that caching an entry

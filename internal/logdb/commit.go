@@ -622,7 +622,7 @@ func (db *DB) evict() {
 		}
 		g := it.g
 		g.mu.Lock()
-		db.cacheBytes -= g.cache.compactTo(it.upto + 1)
+		db.cacheBytes -= g.cache.compactTo(it.upto+1, &db.cacheBlocks)
 		g.mu.Unlock()
 	}
 }

@@ -185,7 +185,7 @@ func (a *applier) truncateFrom(g *group, i uint64) {
 	for len(g.terms) > g.termHead && g.terms[len(g.terms)-1].index >= i {
 		g.terms = g.terms[:len(g.terms)-1]
 	}
-	a.db.cacheBytes -= g.cache.truncateFrom(i)
+	a.db.cacheBytes -= g.cache.truncateFrom(i, &a.db.cacheBlocks)
 	if g.last >= i {
 		g.last = i - 1
 	}
@@ -220,7 +220,7 @@ func (a *applier) compactTo(g *group, first uint64) {
 		n := copy(ts, ts[g.termHead:])
 		g.terms, g.termHead = ts[:n], 0
 	}
-	a.db.cacheBytes -= g.cache.compactTo(first)
+	a.db.cacheBytes -= g.cache.compactTo(first, &a.db.cacheBlocks)
 	g.first = first
 	if g.last < first-1 {
 		g.last = first - 1
@@ -235,7 +235,7 @@ func (a *applier) dropAll(g *group) {
 	g.runs, g.runHead = g.runs[:0], 0
 	g.logBytes = 0
 	g.terms, g.termHead = g.terms[:0], 0
-	a.db.cacheBytes -= g.cache.truncateFrom(0)
+	a.db.cacheBytes -= g.cache.truncateFrom(0, &a.db.cacheBlocks)
 }
 
 // apply applies one chunk at pos.
@@ -366,7 +366,7 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 	}
 	fill := a.live && a.db.opts.CacheBytes > 0
 	if fill && !g.cache.continues(lo) {
-		a.db.cacheBytes -= g.cache.truncateFrom(0)
+		a.db.cacheBytes -= g.cache.truncateFrom(0, &a.db.cacheBlocks)
 	}
 	for it.next(&e) {
 		if e.Index < g.first {
@@ -382,7 +382,7 @@ func (a *applier) appendEntries(g *group, o *op, pos wal.Pos) error {
 			} else {
 				e.Data = a.db.slab.copy(e.Data)
 			}
-			a.db.cacheBytes += g.cache.push(e)
+			a.db.cacheBytes += g.cache.push(e, &a.db.cacheBlocks)
 		}
 	}
 	if err := it.err(); err != nil {

@@ -162,16 +162,17 @@ type DB struct {
 	// only once no older segment is left — or, if the group was not
 	// re-created, after the removal is rewritten at the tail. Written by
 	// the leader under tombMu.
-	tombMu     sync.Mutex
-	tombs      map[raftpb.GroupID]tomb
-	gcDirty    bool
-	cacheBytes int64
-	slab       slab
-	evictQ     evictQueue
-	rewrite    wal.Batch
-	lastWrite  time.Duration // of the last batch's write+sync
-	stats      statsCounters
-	splits     sync.Pool // *split (see encodeSplit)
+	tombMu      sync.Mutex
+	tombs       map[raftpb.GroupID]tomb
+	gcDirty     bool
+	cacheBytes  int64
+	slab        slab
+	cacheBlocks cacheBlocks // free cache blocks (applying leader only)
+	evictQ      evictQueue
+	rewrite     wal.Batch
+	lastWrite   time.Duration // of the last batch's write+sync
+	stats       statsCounters
+	splits      sync.Pool // *split (see encodeSplit)
 }
 
 // Open opens (creating if needed) the DB in dir and recovers it: only the

@@ -118,12 +118,13 @@ func (l *GroupLog) Entries(lo, hi, maxSize uint64) ([]raftpb.Entry, error) {
 	// The cache is contiguous by index (cache.continues): start at lo
 	// directly instead of walking up to it (a linear walk was the top CPU
 	// cost of a leader handing out committed entries from a long cache).
-	live := g.cache.live()
-	if len(live) > 0 && lo > live[0].Index {
-		live = live[min(lo-live[0].Index, uint64(len(live))):]
+	c := &g.cache
+	k := 0
+	if c.len() > 0 && lo > c.at(0).Index {
+		k = int(min(lo-c.at(0).Index, uint64(c.len())))
 	}
-	for _, e := range live {
-		if e.Index >= hi || !add(e) {
+	for ; k < c.len(); k++ {
+		if e := c.at(k); e.Index >= hi || !add(*e) {
 			break
 		}
 	}
