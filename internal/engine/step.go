@@ -47,6 +47,8 @@ type stepWorker struct {
 	// (stepDuringSave) instead of waiting in the fsync.
 	save  chan []logdb.Update
 	saved chan error
+	// saverDone is closed when the saver goroutine has returned.
+	saverDone chan struct{}
 
 	// Scratch reused across passes.
 	run     []*node
@@ -67,14 +69,15 @@ type readyItem struct {
 func newStepWorker(e *Engine, id int) *stepWorker {
 	return &stepWorker{
 		e: e, id: id,
-		nodes:  make(map[*node]struct{}),
-		active: make(map[*node]struct{}),
-		notify: make(chan struct{}, 1),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
-		out:    make(map[string][]raftpb.Message),
-		save:   make(chan []logdb.Update),
-		saved:  make(chan error, 1),
+		nodes:     make(map[*node]struct{}),
+		active:    make(map[*node]struct{}),
+		notify:    make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		out:       make(map[string][]raftpb.Message),
+		save:      make(chan []logdb.Update),
+		saved:     make(chan error, 1),
+		saverDone: make(chan struct{}),
 	}
 }
 
@@ -87,11 +90,13 @@ func (w *stepWorker) close() {
 	close(w.quit)
 	<-w.done
 	close(w.save) // the loop has ended: no save is in flight
+	<-w.saverDone // Close returns with no goroutine of the worker left
 }
 
 // saver runs the SaveBatch of each pass (one at a time: the worker waits
 // for the result before it hands over the next).
 func (w *stepWorker) saver() {
+	defer close(w.saverDone)
 	for updates := range w.save {
 		w.saved <- w.e.db.SaveBatch(updates)
 	}
