@@ -7,8 +7,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,18 +327,7 @@ func (nm *chaosNemesis) run(ctx context.Context, begin time.Time) (map[string]in
 // chaosOp runs one operation against replica id (see linOp); with stale,
 // a read is served from the replica's local state.
 func chaosOp(ctx context.Context, cl *chaosCluster, id uint64, in regInput, stale bool) (regOutput, error) {
-	if !stale || in.op != "get" {
-		return linOp(ctx, cl.localCluster, id, in)
-	}
-	b, err := cl.do(ctx, http.MethodGet, cl.url(id, "/v1/kv/"+url.PathEscape(in.key)+"?stale=true"), nil)
-	var he *httpError
-	if errors.As(err, &he) && he.Status == http.StatusNotFound {
-		return regOutput{}, nil
-	}
-	if err != nil {
-		return regOutput{}, err
-	}
-	return regOutput{value: string(b), found: true}, nil
+	return regOp(ctx, cl.localCluster, id, in, stale)
 }
 
 // notSent reports whether err says the request never reached a replica:

@@ -478,27 +478,22 @@ func (a *api) addMember(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) removeMember(w http.ResponseWriter, r *http.Request) {
-	id, ok := replicaParam(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := a.ctx(r)
-	defer cancel()
-	if err := a.h.RemoveReplica(ctx, kvGroup, id); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	a.replicaOp(w, r, func(ctx context.Context, id skiff.ReplicaID) error { return a.h.RemoveReplica(ctx, kvGroup, id) })
 }
 
 func (a *api) transferLeader(w http.ResponseWriter, r *http.Request) {
+	a.replicaOp(w, r, func(ctx context.Context, id skiff.ReplicaID) error { return a.h.TransferLeadership(ctx, kvGroup, id) })
+}
+
+// replicaOp runs op on the replica of the path's {id}: 204, or the error.
+func (a *api) replicaOp(w http.ResponseWriter, r *http.Request, op func(context.Context, skiff.ReplicaID) error) {
 	id, ok := replicaParam(w, r)
 	if !ok {
 		return
 	}
 	ctx, cancel := a.ctx(r)
 	defer cancel()
-	if err := a.h.TransferLeadership(ctx, kvGroup, id); err != nil {
+	if err := op(ctx, id); err != nil {
 		a.fail(w, r, err)
 		return
 	}

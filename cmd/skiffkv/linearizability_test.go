@@ -215,9 +215,18 @@ func TestLinearizability(t *testing.T) {
 
 // linOp runs one operation against replica id.
 func linOp(ctx context.Context, cl *localCluster, id uint64, in regInput) (regOutput, error) {
+	return regOp(ctx, cl, id, in, false)
+}
+
+// regOp is linOp with reads served from the replica's local state when
+// stale is set (a history that must then fail the check).
+func regOp(ctx context.Context, cl *localCluster, id uint64, in regInput, stale bool) (regOutput, error) {
 	u := cl.url(id, "/v1/kv/"+url.PathEscape(in.key))
 	switch in.op {
 	case "get":
+		if stale {
+			u += "?stale=true"
+		}
 		b, err := cl.do(ctx, http.MethodGet, u, nil)
 		var he *httpError
 		if errors.As(err, &he) && he.Status == http.StatusNotFound {
