@@ -303,24 +303,18 @@ func (c *gatedCluster) settle(ctx context.Context, t *testing.T) (leader int, fo
 	return leader, followers, st.LastIndex
 }
 
-// TestAcksCountedDuringSave: acknowledgements that arrive while the
-// leader's SaveBatch runs are counted at once, and an entry they commit
-// that is durable on the leader is applied before that save returns; the
-// entry being saved, which has no quorum, is not.
-func TestAcksCountedDuringSave(t *testing.T) {
-	c := newGatedCluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	lead, fs, last := c.settle(ctx, t)
+// ackDuringHeldSave proposes A on the leader with the followers' acks
+// held (A becomes durable on all three), then B with the leader's save of
+// it held at the gate, and releases the acks of A while that save is
+// blocked. (An ack of an earlier commit-only append may be held too: only
+// acks of A's index count.) It returns A's and B's outcomes.
+func (c *gatedCluster) ackDuringHeldSave(ctx context.Context, t *testing.T, lead int, fs []int, last uint64) (a, b <-chan error) {
+	t.Helper()
 	le := c.es[lead]
 	for _, f := range fs {
 		c.acks[f].setHold(true)
 	}
-
-	// A is durable on all three; the followers' acks are held. (An ack of
-	// an earlier commit-only append may be held too: only acks of A's
-	// index count.)
-	a := proposeAsync(ctx, le, "a=1")
+	a = proposeAsync(ctx, le, "a=1")
 	var idxA uint64
 	waitFor(ctx, t, "A in the leader's log", func() bool {
 		st, _ := le.GroupStatus(1)
@@ -330,14 +324,25 @@ func TestAcksCountedDuringSave(t *testing.T) {
 	waitFor(ctx, t, "both followers hold an ack of A", func() bool {
 		return c.acks[fs[0]].maxHeld() >= idxA && c.acks[fs[1]].maxHeld() >= idxA
 	})
-
-	// B's save is held at the gate; the acks of A arrive meanwhile.
 	c.gates[lead].arm()
-	b := proposeAsync(ctx, le, "b=2")
-	c.gates[lead].awaitBlocked(ctx, t, "save of B")
+	b = proposeAsync(ctx, le, "b=2")
+	c.gates[lead].awaitBlocked(ctx, t, "the leader's save of B")
 	for _, f := range fs {
 		c.acks[f].releaseUpTo(idxA)
 	}
+	return a, b
+}
+
+// TestAcksCountedDuringSave: acknowledgements that arrive while the
+// leader's SaveBatch runs are counted at once, and an entry they commit
+// that is durable on the leader is applied before that save returns; the
+// entry being saved, which has no quorum, is not.
+func TestAcksCountedDuringSave(t *testing.T) {
+	c := newGatedCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lead, fs, last := c.settle(ctx, t)
+	a, b := c.ackDuringHeldSave(ctx, t, lead, fs, last)
 	done(ctx, t, a, "A while B's save is in flight")
 	notDone(t, b, "B before its own save returned (its acks are held)")
 

@@ -126,25 +126,7 @@ func TestReviewPipelineSaveFailsWithAcksSteppedDuringIt(t *testing.T) {
 	defer cancel()
 	lead, fs, last := c.settle(ctx, t)
 	le := c.es[lead]
-	for _, f := range fs {
-		c.acks[f].setHold(true)
-	}
-	a := proposeAsync(ctx, le, "a=1")
-	var idxA uint64
-	waitFor(ctx, t, "A in the leader's log", func() bool {
-		st, _ := le.GroupStatus(1)
-		idxA = st.LastIndex
-		return idxA > last
-	})
-	waitFor(ctx, t, "both followers hold an ack of A", func() bool {
-		return c.acks[fs[0]].maxHeld() >= idxA && c.acks[fs[1]].maxHeld() >= idxA
-	})
-	c.gates[lead].arm()
-	b := proposeAsync(ctx, le, "b=2")
-	c.gates[lead].awaitBlocked(ctx, t, "the leader's save of B")
-	for _, f := range fs {
-		c.acks[f].releaseUpTo(idxA)
-	}
+	a, b := c.ackDuringHeldSave(ctx, t, lead, fs, last)
 	done(ctx, t, a, "A (durable, committed during B's save)")
 
 	c.fails[lead].Store(true)
