@@ -467,15 +467,7 @@ func TestChaosLinearizability(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, uint64(c)))
 			lastSeen := map[string]string{} // CAS from the value last read, so that some succeed
 			for seq := 0; runCtx.Err() == nil; seq++ {
-				in := regInput{key: chaosKeys[r.IntN(len(chaosKeys))]}
-				switch x := r.IntN(10); {
-				case x < 4:
-					in.op = "get"
-				case x < 7:
-					in.op, in.value = "put", fmt.Sprintf("c%d-%d", c, seq)
-				default:
-					in.op, in.value, in.old = "cas", fmt.Sprintf("c%d-%d", c, seq), lastSeen[in.key]
-				}
+				in := randomRegInput(r, chaosKeys, c, seq, lastSeen)
 				// Not runCtx: an operation cut by the end of the run would
 				// count as unknown for no reason.
 				opCtx, cancel := context.WithTimeout(context.Background(), chaosOpTimeout)

@@ -142,15 +142,7 @@ func TestLinearizability(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(c), 42))
 			lastSeen := map[string]string{} // CAS from the value last read, so that some succeed
 			for seq := 0; time.Now().Before(end); seq++ {
-				in := regInput{key: keys[r.IntN(len(keys))]}
-				switch x := r.IntN(10); {
-				case x < 4:
-					in.op = "get"
-				case x < 7:
-					in.op, in.value = "put", fmt.Sprintf("c%d-%d", c, seq)
-				default:
-					in.op, in.value, in.old = "cas", fmt.Sprintf("c%d-%d", c, seq), lastSeen[in.key]
-				}
+				in := randomRegInput(r, keys, c, seq, lastSeen)
 				call := now()
 				out, err := linOp(ctx, cl, uint64(r.IntN(3))+1, in)
 				ret := now()
@@ -211,6 +203,22 @@ func TestLinearizability(t *testing.T) {
 	case porcupine.Unknown:
 		t.Logf("the checker timed out (no violation found within a minute)")
 	}
+}
+
+// randomRegInput is client c's operation number seq on one of keys: 40 %
+// reads, 30 % writes of a unique value, 30 % compare-and-sets from the
+// value the client last read (so that some succeed).
+func randomRegInput(r *rand.Rand, keys []string, c, seq int, lastSeen map[string]string) regInput {
+	in := regInput{key: keys[r.IntN(len(keys))]}
+	switch x := r.IntN(10); {
+	case x < 4:
+		in.op = "get"
+	case x < 7:
+		in.op, in.value = "put", fmt.Sprintf("c%d-%d", c, seq)
+	default:
+		in.op, in.value, in.old = "cas", fmt.Sprintf("c%d-%d", c, seq), lastSeen[in.key]
+	}
+	return in
 }
 
 // linOp runs one operation against replica id.
